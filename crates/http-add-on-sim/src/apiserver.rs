@@ -1,0 +1,1 @@
+//! The simulated API server: storage, discovery, list/watch, patches, CRDs and validation.

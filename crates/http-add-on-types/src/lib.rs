@@ -1,0 +1,3 @@
+//! Shared types of the KEDA HTTP Add-on: CRDs, route table, queue counts and generated gRPC code.
+
+pub mod proto;
