@@ -1,3 +1,8 @@
 //! Shared types of the KEDA HTTP Add-on: CRDs, route table, queue counts and generated gRPC code.
 
+pub mod config;
+pub mod crd;
+pub mod duration;
 pub mod proto;
+pub mod queue;
+pub mod telemetry;

@@ -1,1 +1,0 @@
-//! The simulated API server: storage, discovery, list/watch, patches, CRDs and validation.
