@@ -5,4 +5,5 @@ pub mod crd;
 pub mod duration;
 pub mod proto;
 pub mod queue;
+pub mod routing;
 pub mod telemetry;

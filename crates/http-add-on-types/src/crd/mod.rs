@@ -2,6 +2,7 @@
 
 pub mod http_scaled_object;
 pub mod interceptor_route;
+pub mod routes;
 pub mod scaled_object;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
