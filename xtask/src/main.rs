@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation (codegen, tests, demo). One module per command.
 
 mod codegen;
+mod e2e;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -27,8 +28,20 @@ enum Cmd {
     },
     /// Run the whole test suite (unit and integration tests of every crate).
     Test,
+    /// Run the end-to-end scenarios (all, or those whose names contain a filter).
+    E2e {
+        /// Cluster to run on.
+        #[arg(long, default_value = "sim")]
+        cluster: String,
+        /// Scenario name filters.
+        filters: Vec<String>,
+    },
     /// Run the whole system on the simulated cluster and watch an app scale 0 → N → 0.
-    Demo,
+    Demo {
+        /// Leave it running at the end and print the kubeconfig path and the proxy URL.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,11 +49,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Test => test::run(),
-        Cmd::Demo => bail!(
-            "the demo is not available yet: it needs the simulated cluster, the interceptor, \
-             the scaler and the operator (see the open issues); `cargo xtask test` runs what exists"
-        ),
+        Cmd::E2e { cluster, filters } => e2e::run(&cluster, &filters),
+        Cmd::Demo { keep } => demo(keep),
     }
+}
+
+fn demo(keep: bool) -> anyhow::Result<()> {
+    e2e::build_binaries()?;
+    let root = workspace_root();
+    let mut cmd = Command::new(root.join("target/debug/http-add-on-e2e"));
+    cmd.args(["demo", "--work-dir", "target/demo"])
+        .current_dir(&root);
+    if keep {
+        cmd.arg("--keep");
+    }
+    let status = cmd.status().context("running the demo")?;
+    if !status.success() {
+        bail!("the demo failed ({status})");
+    }
+    Ok(())
 }
 
 /// The workspace root (the parent of this crate's directory).

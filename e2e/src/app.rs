@@ -1,0 +1,260 @@
+//! Building blocks of scenarios: namespaces, sample apps (Deployment + Service), HTTPScaledObjects
+//! and observations of replicas.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_add_on_types::crd::HTTPScaledObject;
+use http_add_on_types::crd::scaled_object::ScaledObject;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::testbed::Testbed;
+use crate::wait;
+
+/// Image of the sample app on real clusters; the simulated cluster runs its built-in echo app
+/// whatever the image says.
+pub const ECHO_IMAGE: &str = "ghcr.io/kedacore/http-add-on-e2e-echo:latest";
+/// Field manager of everything the suite applies.
+pub const FIELD_MANAGER: &str = "http-add-on-e2e";
+
+/// Creates namespace `name` (fails if it exists, so scenarios never share one).
+pub async fn create_namespace(tb: &Testbed, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(tb.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+/// Deletes namespace `name` (best effort, at the end of a scenario).
+pub async fn delete_namespace(tb: &Testbed, name: &str) {
+    let api: Api<Namespace> = Api::all(tb.client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// A sample HTTP app: Deployment + Service with one port named `http`.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Namespace.
+    pub namespace: String,
+    /// Name of the Deployment and the Service.
+    pub name: String,
+    /// Initial replicas.
+    pub replicas: i32,
+    /// Time a pod takes to become ready (sim annotation).
+    pub startup_delay: Option<String>,
+    /// Delay added to every response (sim annotation).
+    pub response_delay: Option<String>,
+    /// Service port.
+    pub port: i32,
+}
+
+impl App {
+    /// An app with 0 replicas on Service port 8080.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            replicas: 0,
+            startup_delay: None,
+            response_delay: None,
+            port: 8080,
+        }
+    }
+
+    /// Sets the pods' start-up delay.
+    pub fn startup_delay(mut self, delay: &str) -> Self {
+        self.startup_delay = Some(delay.to_owned());
+        self
+    }
+
+    /// Sets the pods' response delay.
+    pub fn response_delay(mut self, delay: &str) -> Self {
+        self.response_delay = Some(delay.to_owned());
+        self
+    }
+
+    /// Sets the initial replicas.
+    pub fn replicas(mut self, replicas: i32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Applies the Deployment and the Service.
+    pub async fn deploy(&self, tb: &Testbed) -> anyhow::Result<()> {
+        let mut annotations = BTreeMap::new();
+        if let Some(d) = &self.startup_delay {
+            annotations.insert("sim.http.keda.sh/startup-delay", d.as_str());
+        }
+        if let Some(d) = &self.response_delay {
+            annotations.insert("sim.http.keda.sh/response-delay", d.as_str());
+        }
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": {"app": self.name}},
+                "template": {
+                    "metadata": {"labels": {"app": self.name}, "annotations": annotations},
+                    "spec": {"containers": [{
+                        "name": "app", "image": ECHO_IMAGE,
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+                    }]}
+                }
+            }
+        });
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "selector": {"app": self.name},
+                "ports": [{"name": "http", "port": self.port, "targetPort": "http"}]
+            }
+        });
+        apply::<Deployment>(tb, &self.namespace, &self.name, deployment).await?;
+        apply::<Service>(tb, &self.namespace, &self.name, service).await?;
+        Ok(())
+    }
+}
+
+/// Server-side applies `object` (a full manifest) as the suite's field manager.
+pub async fn apply<K>(
+    tb: &Testbed,
+    namespace: &str,
+    name: &str,
+    object: serde_json::Value,
+) -> anyhow::Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(tb.client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "applying {} {namespace}/{name}",
+            K::kind(&K::DynamicType::default())
+        )
+    })
+}
+
+/// An HTTPScaledObject manifest for `app` with the given spec additions merged in.
+pub fn http_scaled_object(
+    app: &App,
+    hosts: &[&str],
+    extra_spec: serde_json::Value,
+) -> serde_json::Value {
+    let mut spec = json!({
+        "hosts": hosts,
+        "scaleTargetRef": {
+            "name": app.name, "kind": "Deployment", "apiVersion": "apps/v1",
+            "service": app.name, "port": app.port
+        },
+        "replicas": {"min": 0, "max": 10},
+        "scaledownPeriod": 2,
+    });
+    merge(&mut spec, extra_spec);
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+        "metadata": {"name": app.name, "namespace": app.namespace},
+        "spec": spec,
+    })
+}
+
+/// Applies an HTTPScaledObject manifest.
+pub async fn apply_http_scaled_object(
+    tb: &Testbed,
+    manifest: serde_json::Value,
+) -> anyhow::Result<HTTPScaledObject> {
+    let namespace = manifest["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    apply::<HTTPScaledObject>(tb, &namespace, &name, manifest).await
+}
+
+/// JSON merge of `patch` into `base` (objects merge recursively, anything else replaces).
+pub fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// The Deployment's `spec.replicas` and `status.readyReplicas`.
+pub async fn replicas(tb: &Testbed, namespace: &str, name: &str) -> anyhow::Result<(i32, i32)> {
+    let api: Api<Deployment> = Api::namespaced(tb.client.clone(), namespace);
+    let d = api.get(name).await?;
+    let desired = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+    let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    Ok((desired, ready))
+}
+
+/// Waits until the Deployment's desired replicas satisfy `pred`; returns them.
+pub async fn wait_replicas(
+    tb: &Testbed,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(i32) -> bool,
+) -> anyhow::Result<i32> {
+    wait::until(what, timeout, Duration::from_millis(100), || async {
+        let (desired, _) = replicas(tb, namespace, name).await?;
+        Ok(pred(desired).then_some(desired))
+    })
+    .await
+}
+
+/// Waits until the ScaledObject `namespace/name` exists (or is gone, with `present = false`).
+pub async fn wait_scaled_object(
+    tb: &Testbed,
+    namespace: &str,
+    name: &str,
+    present: bool,
+    timeout: Duration,
+) -> anyhow::Result<Option<ScaledObject>> {
+    let api: Api<ScaledObject> = Api::namespaced(tb.client.clone(), namespace);
+    let what = if present {
+        "the ScaledObject to exist"
+    } else {
+        "the ScaledObject to be deleted"
+    };
+    wait::until(what, timeout, Duration::from_millis(100), || async {
+        let found = api.get_opt(name).await?;
+        Ok(match (present, found) {
+            (true, Some(so)) => Some(Some(so)),
+            (false, None) => Some(None),
+            _ => None,
+        })
+    })
+    .await
+}

@@ -1,0 +1,150 @@
+//! `http-add-on-e2e`: starts the system on a cluster and runs the scenario suite (or the demo).
+//! Normally run through `cargo xtask e2e` / `cargo xtask demo`, which build the binaries first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use http_add_on_e2e::sim::{SimOptions, SimSystem};
+use http_add_on_e2e::{runner, scenarios};
+
+#[derive(Parser)]
+#[command(about = "End-to-end scenarios of the KEDA HTTP Add-on")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Cluster {
+    /// The simulated cluster (`http-add-on-sim`), components as local processes.
+    Sim,
+    /// A kind cluster with the Helm chart installed.
+    Kind,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Which cluster to run on.
+    #[arg(long, value_enum, default_value = "sim")]
+    cluster: Cluster,
+    /// Directory with the built binaries.
+    #[arg(long, default_value = "target/debug")]
+    bin_dir: PathBuf,
+    /// Directory with the CRD YAML.
+    #[arg(long, default_value = "charts/keda-http-add-on/crds")]
+    crd_dir: PathBuf,
+    /// Where logs and the kubeconfig are written.
+    #[arg(long, default_value = "target/e2e")]
+    work_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the scenarios whose names contain any of the filters (all without filters).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Scenarios run at once (exclusive ones always run alone).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Name filters.
+        filters: Vec<String>,
+    },
+    /// List the scenarios.
+    List,
+    /// Run the demo: the system on the simulated cluster and a sample app scaling 0 → N → 0.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// Leave everything running at the end and print how to reach it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+async fn start_sim(common: &Common, interceptors: usize) -> anyhow::Result<SimSystem> {
+    if matches!(common.cluster, Cluster::Kind) {
+        bail!("--cluster kind is not available yet (issue \"Packaging\"); use --cluster sim");
+    }
+    SimSystem::start(SimOptions {
+        bin_dir: common.bin_dir.clone(),
+        crd_dir: common.crd_dir.clone(),
+        work_dir: common.work_dir.clone(),
+        interceptors,
+    })
+    .await
+    .context("starting the system on the simulated cluster")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::List => {
+            for s in scenarios::all() {
+                println!("{}", s.name);
+            }
+            Ok(())
+        }
+        Cmd::Demo { common, keep } => {
+            println!(
+                "starting the simulated cluster, the operator, the scaler and the interceptor..."
+            );
+            let system = start_sim(&common, 1).await?;
+            let result = tokio::select! {
+                r = http_add_on_e2e::demo::run(&system, keep) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            };
+            if result.is_err() {
+                println!("\ncomponent logs:\n{}", system.logs());
+            }
+            tokio::time::timeout(Duration::from_secs(30), system.shutdown())
+                .await
+                .ok();
+            let (_, failed) = result?;
+            if failed > 0 {
+                bail!("{failed} requests failed");
+            }
+            Ok(())
+        }
+        Cmd::Run {
+            common,
+            parallel,
+            filters,
+        } => {
+            let selected = runner::select(scenarios::all(), &filters);
+            if selected.is_empty() {
+                bail!("no scenario matches {filters:?} (see `list`)");
+            }
+            let system = start_sim(&common, 2).await?;
+            let tb = system.testbed();
+            println!(
+                "running {} scenarios on the {} cluster (logs in {})",
+                selected.len(),
+                tb.control.kind(),
+                common.work_dir.display()
+            );
+            let outcomes = tokio::select! {
+                outcomes = runner::run(&tb, selected, parallel) => outcomes,
+                _ = tokio::signal::ctrl_c() => {
+                    system.shutdown().await;
+                    bail!("interrupted");
+                }
+            };
+            let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+            if failed > 0 {
+                println!("\ncomponent logs:\n{}", system.logs());
+            }
+            tokio::time::timeout(Duration::from_secs(30), system.shutdown())
+                .await
+                .ok();
+            println!("{} passed, {} failed", outcomes.len() - failed, failed);
+            if failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
