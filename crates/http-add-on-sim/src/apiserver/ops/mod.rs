@@ -1,0 +1,866 @@
+//! API semantics on top of the store: create, update, patch, delete, status subresource,
+//! finalizers, generation and no-op detection. Type-specific defaulting and validation live in
+//! `defaults`, the `/scale` subresource in `scale`, garbage collection in `gc`.
+
+mod defaults;
+mod gc;
+mod scale;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value, json};
+
+use super::error::{ApiError, ApiResult, Cause, Target};
+use super::patch::{self, ApplyScope, PatchKind};
+use super::registry::{Registry, ResourceType};
+use super::selector::{FieldSelector, LabelSelector};
+use super::store::{ObjKey, Store};
+
+/// A random 64-bit number (std only: the standard hasher is randomly keyed).
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn new_uid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    let hex = format!("{a:016x}{b:016x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// The current time as a Kubernetes `Time` string (seconds precision, UTC).
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn random_suffix(n: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut x = random_u64();
+    (0..n)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Options of a write request.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `fieldManager` query parameter.
+    pub field_manager: Option<String>,
+    /// `force` query parameter (server-side apply).
+    pub force: bool,
+    /// `dryRun=All`: compute the result without storing it.
+    pub dry_run: bool,
+}
+
+/// Options of a DELETE request (from the query and the DeleteOptions body).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `propagationPolicy`: Orphan, Background or Foreground.
+    pub propagation: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// Which part of an object a request addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    /// The main resource.
+    Main,
+    /// The `/status` subresource.
+    Status,
+}
+
+impl Sub {
+    fn apply_scope(self) -> ApplyScope {
+        match self {
+            Self::Main => ApplyScope::Main,
+            Self::Status => ApplyScope::Status,
+        }
+    }
+}
+
+/// Store + registry: everything the API server keeps, behind one lock.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Known resource types.
+    pub registry: Registry,
+    /// Objects and their history.
+    pub store: Store,
+    /// Set when something was deleted, so the garbage collector should run.
+    pub gc_needed: bool,
+}
+
+fn meta(obj: &Value) -> &Value {
+    obj.get("metadata").unwrap_or(&Value::Null)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj).get(field).and_then(Value::as_str)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
+}
+
+/// Reads `.a.b.c` from an object.
+pub fn get_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(obj, |cur, seg| cur.get(seg))
+}
+
+fn set_path(obj: &mut Value, path: &str, value: Value) {
+    let segs: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+    let mut cur = obj;
+    for seg in &segs[..segs.len() - 1] {
+        if !cur.get(*seg).is_some_and(Value::is_object) {
+            cur[*seg] = json!({});
+        }
+        cur = &mut cur[*seg];
+    }
+    cur[segs[segs.len() - 1]] = value;
+}
+
+/// The string form of a LabelSelector object (`matchLabels` + `matchExpressions`).
+pub fn selector_string(sel: &Value) -> String {
+    let mut parts = vec![];
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
+                Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
+                Some("Exists") => parts.push(key.to_string()),
+                Some("DoesNotExist") => parts.push(format!("!{key}")),
+                _ => {}
+            }
+        }
+    }
+    parts.join(",")
+}
+
+/// Everything but metadata and status: what `metadata.generation` tracks.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+fn without_rv(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    o
+}
+
+fn is_crd_type(rt: &ResourceType) -> bool {
+    rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions"
+}
+
+/// Keeps the stored status on a write to the main resource of a type with a status subresource.
+fn keep_status(new: &mut Value, cur: &Value) {
+    match cur.get("status") {
+        Some(s) => new["status"] = s.clone(),
+        None => {
+            if let Some(m) = new.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// An empty cluster with the built-in types.
+    pub fn new(history_limit: usize) -> Self {
+        Self {
+            registry: Registry::with_builtins(),
+            store: Store::new(history_limit),
+            gc_needed: false,
+        }
+    }
+
+    fn key(rt: &ResourceType, ns: Option<&str>, name: &str) -> ObjKey {
+        ObjKey {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: if rt.namespaced {
+                ns.unwrap_or_default().to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    fn target<'a>(rt: &'a ResourceType, name: &'a str) -> Target<'a> {
+        Target {
+            group: &rt.group,
+            kind: &rt.plural,
+            name,
+        }
+    }
+
+    /// Renders a stored object for a request of `version`.
+    pub fn render(rt: &ResourceType, version: &str, obj: &Value) -> Value {
+        let mut o = obj.clone();
+        o["apiVersion"] = json!(rt.api_version(version));
+        o["kind"] = json!(rt.kind);
+        o
+    }
+
+    /// Gets one object.
+    pub fn get(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        self.store
+            .get(&Self::key(rt, ns, name))
+            .map(|o| Self::render(rt, version, o))
+            .ok_or_else(|| ApiError::not_found(Self::target(rt, name)))
+    }
+
+    /// Lists objects.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Value {
+        let items: Vec<Value> = self
+            .store
+            .list(&rt.group, &rt.plural, ns)
+            .filter(|(_, o)| labels.matches(o) && fields.matches(o))
+            .map(|(_, o)| Self::render(rt, version, o))
+            .collect();
+        json!({
+            "apiVersion": rt.api_version(version),
+            "kind": rt.list_kind,
+            "metadata": {"resourceVersion": self.store.rv().to_string()},
+            "items": items,
+        })
+    }
+
+    /// Creates a namespace unless it exists.
+    pub fn ensure_namespace(&mut self, ns: &str) {
+        let key = ObjKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.into(),
+        };
+        if self.store.get(&key).is_some() {
+            return;
+        }
+        let rv = self.store.next_rv();
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "uid": new_uid(),
+                "creationTimestamp": now(),
+                "resourceVersion": rv.to_string(),
+                "labels": {"kubernetes.io/metadata.name": ns},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        self.store.put(key, obj, rv);
+    }
+
+    /// Creates an object.
+    pub fn create(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let body_ns = meta_str(&obj, "namespace")
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        let ns = if rt.namespaced {
+            match (ns, body_ns.as_deref()) {
+                (Some(u), Some(b)) if u != b => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                (Some(u), _) => Some(u.to_string()),
+                (None, Some(b)) => Some(b.to_string()),
+                (None, None) => Some("default".to_string()),
+            }
+        } else {
+            None
+        };
+        let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        if name.is_empty()
+            && let Some(prefix) = meta_str(&obj, "generateName").filter(|p| !p.is_empty())
+        {
+            name = format!("{prefix}{}", random_suffix(5));
+        }
+        let kind_target = Target {
+            group: &rt.group,
+            kind: &rt.kind,
+            name: &name,
+        };
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                kind_target,
+                vec![Cause {
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
+        }
+        if !is_dns_subdomain(&name) {
+            return Err(ApiError::invalid(
+                kind_target,
+                vec![Cause {
+                    field: "metadata.name".into(),
+                    message: format!(
+                        "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    ),
+                }],
+            ));
+        }
+        let key = Self::key(rt, ns.as_deref(), &name);
+        if self.store.get(&key).is_some() {
+            return Err(ApiError::already_exists(Self::target(rt, &name)));
+        }
+        obj["apiVersion"] = json!(rt.api_version(&rt.versions[0]));
+        obj["kind"] = json!(rt.kind);
+        let has_spec = obj.get("spec").is_some() || rt.custom;
+        {
+            let m = meta_mut(&mut obj);
+            m.insert("name".into(), json!(name));
+            match &ns {
+                Some(ns) => m.insert("namespace".into(), json!(ns)),
+                None => m.remove("namespace"),
+            };
+            m.insert("uid".into(), json!(new_uid()));
+            m.insert("creationTimestamp".into(), json!(now()));
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("resourceVersion");
+            m.remove("selfLink");
+            if has_spec {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
+        }
+        if rt.status
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
+        }
+        if let Some(manager) = &opts.field_manager {
+            record_update_manager(
+                &mut obj,
+                manager,
+                &rt.api_version(version),
+                ApplyScope::Main,
+            );
+        }
+        self.prepare(rt, version, &mut obj, None)?;
+        if opts.dry_run {
+            return Ok(Self::render(rt, version, &obj));
+        }
+        if let Some(ns) = &ns {
+            self.ensure_namespace(ns);
+        }
+        let rv = self.store.next_rv();
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.store.put(key, obj.clone(), rv);
+        self.after_write(rt, &obj);
+        Ok(Self::render(rt, version, &obj))
+    }
+
+    /// Registers the type of a CRD after a write to it.
+    fn after_write(&mut self, rt: &ResourceType, obj: &Value) {
+        if is_crd_type(rt)
+            && let Some(t) = ResourceType::from_crd(obj)
+        {
+            tracing::info!(group = %t.group, plural = %t.plural, "registered custom resource");
+            self.registry.insert(t);
+        }
+    }
+
+    /// Commits a new state of an existing object: keeps server-owned metadata, bumps generation
+    /// on spec changes, validates, completes a pending deletion when the last finalizer is gone,
+    /// and skips no-op writes.
+    fn commit(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        key: ObjKey,
+        old: &Value,
+        mut new: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        new["apiVersion"] = json!(rt.api_version(&rt.versions[0]));
+        new["kind"] = json!(rt.kind);
+        {
+            let old_meta = meta(old).clone();
+            let m = meta_mut(&mut new);
+            for f in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old_meta.get(f) {
+                    Some(v) => m.insert(f.into(), v.clone()),
+                    None => m.remove(f),
+                };
+            }
+            if !m.contains_key("managedFields")
+                && let Some(mf) = old_meta.get("managedFields")
+            {
+                m.insert("managedFields".into(), mf.clone());
+            }
+        }
+        self.prepare(rt, version, &mut new, Some(old))?;
+        if let Some(g) = meta(old).get("generation").and_then(Value::as_i64)
+            && spec_part(&new) != spec_part(old)
+        {
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        let finalizers_empty = meta(&new)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if meta(old).get("deletionTimestamp").is_some() && finalizers_empty {
+            if dry_run {
+                return Ok(Self::render(rt, version, &new));
+            }
+            return Ok(Self::render(rt, version, &self.remove(rt, &key, new)));
+        }
+        let old_rv = meta(old)
+            .get("resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        meta_mut(&mut new).insert("resourceVersion".into(), old_rv);
+        if without_rv(&new) == without_rv(old) || dry_run {
+            return Ok(Self::render(rt, version, &new));
+        }
+        let rv = self.store.next_rv();
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.store.put(key, new.clone(), rv);
+        self.after_write(rt, &new);
+        Ok(Self::render(rt, version, &new))
+    }
+
+    fn check_rv(rt: &ResourceType, name: &str, body: &Value, current: &Value) -> ApiResult<()> {
+        match meta_str(body, "resourceVersion").filter(|s| !s.is_empty()) {
+            Some(rv) if Some(rv) != meta_str(current, "resourceVersion") => {
+                Err(ApiError::conflict(Self::target(rt, name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn existing(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(ObjKey, Value)> {
+        let key = Self::key(rt, ns, name);
+        let cur = self
+            .store
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(Self::target(rt, name)))?;
+        Ok((key, cur))
+    }
+
+    /// Replaces an object (PUT) or its status (PUT on `/status`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn replace(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        sub: Sub,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        if let Some(body_name) = meta_str(&body, "name").filter(|n| *n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let (key, cur) = self.existing(rt, ns, name)?;
+        Self::check_rv(rt, name, &body, &cur)?;
+        let mut new = match sub {
+            Sub::Main => {
+                let mut new = body;
+                if rt.status {
+                    keep_status(&mut new, &cur);
+                }
+                new
+            }
+            Sub::Status => {
+                let mut new = cur.clone();
+                new["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+                new
+            }
+        };
+        if let Some(manager) = &opts.field_manager {
+            record_update_manager(
+                &mut new,
+                manager,
+                &rt.api_version(version),
+                sub.apply_scope(),
+            );
+        }
+        self.commit(rt, version, key, &cur, new, opts.dry_run)
+    }
+
+    /// Patches an object or its status; server-side apply creates the object when absent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: Value,
+        sub: Sub,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let key = Self::key(rt, ns, name);
+        let api_version = rt.api_version(version);
+        let manager = || {
+            opts.field_manager
+                .clone()
+                .ok_or_else(|| ApiError::bad_request("PATCH with apply requires a fieldManager"))
+        };
+        let Some(cur) = self.store.get(&key).cloned() else {
+            if kind == PatchKind::Apply && sub == Sub::Main {
+                let manager = manager()?;
+                if meta_str(&body, "name").is_some_and(|n| n != name) {
+                    return Err(ApiError::bad_request(
+                        "the name of the object does not match the name on the URL",
+                    ));
+                }
+                let mut obj = json!({"metadata": {"name": name}});
+                // A new object has no other managers, so there is nothing to conflict with.
+                let _ = patch::server_side_apply(
+                    &mut obj,
+                    &body,
+                    &manager,
+                    true,
+                    ApplyScope::Main,
+                    &api_version,
+                    &now(),
+                );
+                let opts = WriteOptions {
+                    field_manager: None,
+                    ..opts.clone()
+                };
+                return self.create(rt, version, ns, obj, &opts);
+            }
+            return Err(ApiError::not_found(Self::target(rt, name)));
+        };
+        let mut patched = Self::render(rt, version, &cur);
+        match kind {
+            PatchKind::Merge => patch::merge_patch(&mut patched, &body),
+            PatchKind::Json => patch::json_patch(&mut patched, &body)?,
+            // Custom resources have no patch strategies: a strategic patch is a merge patch.
+            PatchKind::Strategic if rt.custom => patch::merge_patch(&mut patched, &body),
+            PatchKind::Strategic => patch::strategic_merge(&mut patched, &body),
+            PatchKind::Apply => patch::server_side_apply(
+                &mut patched,
+                &body,
+                &manager()?,
+                opts.force,
+                sub.apply_scope(),
+                &api_version,
+                &now(),
+            )
+            .map_err(|c| ApiError::apply_conflicts(&c))?,
+        }
+        if meta_str(&patched, "name") != Some(name) {
+            return Err(ApiError::bad_request(
+                "the name of the object cannot be changed by a patch",
+            ));
+        }
+        Self::check_rv(rt, name, &patched, &cur)?;
+        let mut new = match sub {
+            Sub::Main => {
+                if rt.status {
+                    keep_status(&mut patched, &cur);
+                }
+                patched
+            }
+            Sub::Status => {
+                let mut new = cur.clone();
+                new["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
+                if let Some(mf) = meta(&patched).get("managedFields") {
+                    meta_mut(&mut new).insert("managedFields".into(), mf.clone());
+                }
+                new
+            }
+        };
+        if kind != PatchKind::Apply
+            && let Some(manager) = &opts.field_manager
+        {
+            record_update_manager(&mut new, manager, &api_version, sub.apply_scope());
+        }
+        self.commit(rt, version, key, &cur, new, opts.dry_run)
+    }
+
+    /// Removes an object now (no finalizer check) and returns its final state. Removing a CRD
+    /// removes its type and objects; removing a namespace deletes what it contains.
+    fn remove(&mut self, rt: &ResourceType, key: &ObjKey, mut last: Value) -> Value {
+        let rv = self.store.next_rv();
+        meta_mut(&mut last).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.store.remove(key, last.clone(), rv);
+        self.gc_needed = true;
+        if is_crd_type(rt)
+            && let (Some(g), Some(p)) = (
+                last.pointer("/spec/group").and_then(Value::as_str),
+                last.pointer("/spec/names/plural").and_then(Value::as_str),
+            )
+        {
+            if let Some(t) = self.registry.get(g, p) {
+                let objects: Vec<(ObjKey, Value)> = self
+                    .store
+                    .list(g, p, None)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (k, v) in objects {
+                    self.remove(&t, &k, v);
+                }
+            }
+            self.registry.remove(g, p);
+            tracing::info!(group = g, plural = p, "unregistered custom resource");
+        }
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            let contained: Vec<(ObjKey, Value)> = self
+                .store
+                .all()
+                .filter(|(k, _)| k.namespace == key.name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, v) in contained {
+                if let Some(t) = self.registry.get(&k.group, &k.plural) {
+                    self.delete_key(&t, &k, v, None);
+                }
+            }
+        }
+        last
+    }
+
+    /// Deletes one object: marks it when finalizers remain, removes it otherwise.
+    fn delete_key(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        key: &ObjKey,
+        cur: Value,
+        propagation: Option<&str>,
+    ) -> Value {
+        if propagation == Some("Orphan")
+            && let Some(uid) = meta_str(&cur, "uid").map(String::from)
+        {
+            self.orphan_dependents(&uid);
+        }
+        let has_finalizers = meta(&cur)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if !has_finalizers {
+            return self.remove(rt, key, cur);
+        }
+        if meta(&cur).get("deletionTimestamp").is_some() {
+            return cur;
+        }
+        let mut new = cur;
+        let m = meta_mut(&mut new);
+        m.insert("deletionTimestamp".into(), json!(now()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        let rv = self.store.next_rv();
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+        self.store.put(key.clone(), new.clone(), rv);
+        new
+    }
+
+    /// Deletes an object (DELETE).
+    pub fn delete(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Value> {
+        let (key, cur) = self.existing(rt, ns, name)?;
+        if rt.group.is_empty()
+            && rt.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        if opts
+            .uid
+            .as_deref()
+            .is_some_and(|u| Some(u) != meta_str(&cur, "uid"))
+            || opts
+                .resource_version
+                .as_deref()
+                .is_some_and(|r| Some(r) != meta_str(&cur, "resourceVersion"))
+        {
+            return Err(ApiError::conflict(Self::target(rt, name)));
+        }
+        if opts.dry_run {
+            return Ok(Self::render(rt, version, &cur));
+        }
+        let out = self.delete_key(rt, &key, cur, opts.propagation.as_deref());
+        Ok(Self::render(rt, version, &out))
+    }
+
+    /// Deletes every matching object (DELETE on a collection) and returns them as a list.
+    pub fn delete_collection(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        opts: &DeleteOptions,
+    ) -> Value {
+        let victims: Vec<(ObjKey, Value)> = self
+            .store
+            .list(&rt.group, &rt.plural, ns)
+            .filter(|(_, o)| labels.matches(o) && fields.matches(o))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut items = vec![];
+        for (k, v) in victims {
+            let out = if opts.dry_run {
+                v
+            } else {
+                self.delete_key(rt, &k, v, opts.propagation.as_deref())
+            };
+            items.push(Self::render(rt, version, &out));
+        }
+        json!({
+            "apiVersion": rt.api_version(version),
+            "kind": rt.list_kind,
+            "metadata": {"resourceVersion": self.store.rv().to_string()},
+            "items": items,
+        })
+    }
+}
+
+/// Records an `Update` entry for a non-apply write, so `managedFields` names the writer.
+fn record_update_manager(obj: &mut Value, manager: &str, api_version: &str, scope: ApplyScope) {
+    let sub = if scope == ApplyScope::Status {
+        Some("status")
+    } else {
+        None
+    };
+    let m = meta_mut(obj);
+    let mut entries: Vec<Value> = m
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|e| {
+        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+            && e.get("subresource").and_then(Value::as_str) == sub)
+    });
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": api_version,
+        "time": now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    });
+    if let Some(s) = sub {
+        entry["subresource"] = json!(s);
+    }
+    entries.push(entry);
+    m.insert("managedFields".into(), Value::Array(entries));
+}

@@ -1,1 +1,0 @@
-//! Deployment controller, kubelet (pods as built-in HTTP apps), EndpointSlice controller and Service proxy.
