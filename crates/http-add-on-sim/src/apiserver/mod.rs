@@ -164,6 +164,14 @@ impl ApiServer {
         let signal = shutdown.clone();
         let app = http::router(shared);
         let task = tokio::spawn(async move {
+            // Watch events are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
+            // ACKs hold them back ~40 ms, which would show up as cold-start latency.
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { signal.notified().await })
                 .await;
