@@ -156,11 +156,11 @@ fn render(
     } else {
         writeln!(
             out,
-            "t={:.1}s phase={} replicas={}/{} in_flight={} rate={:.1}/s p50={} p99={} cold_starts={} sent={} failed={}",
+            "t={:.1}s phase={} desired={} ready={} in_flight={} rate={:.1}/s p50={} p99={} cold_starts={} sent={} failed={}",
             elapsed.as_secs_f64(),
             frame.phase,
-            frame.ready,
             frame.desired,
+            frame.ready,
             frame.in_flight,
             frame.rate,
             ms(frame.p50),
