@@ -581,6 +581,42 @@ async fn no_op_writes_keep_the_resource_version() {
 }
 
 #[tokio::test]
+async fn repeated_identical_server_side_apply_is_a_no_op() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "applied"}, "data": {"k": "v"}
+    });
+    let pp = PatchParams::apply("tester").force();
+    let first = api
+        .patch("applied", &pp, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    let second = api
+        .patch("applied", &pp, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let changed = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "applied"}, "data": {"k": "w"}
+    });
+    let third = api
+        .patch("applied", &pp, &Patch::Apply(&changed))
+        .await
+        .unwrap();
+    assert_ne!(
+        third.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    assert_eq!(third.data.unwrap()["k"], "w");
+}
+
+#[tokio::test]
 async fn scale_subresource_reads_and_writes_replicas() {
     let sim = sim().await;
     let api: Api<Deployment> = Api::default_namespaced(sim.client());

@@ -468,8 +468,15 @@ pub fn server_side_apply(
             return Err(conflicts);
         }
     }
+    let had_entry = entries.iter().any(|e| is_mine(e));
+    let before = live.clone();
     prune(live, &prev, &new_set, &others, &mut vec![]);
     deep_merge(live, &restrict(applied, scope));
+    // Like kube-apiserver, an apply that changes neither the object nor the manager's field set
+    // is a no-op: the managedFields timestamp stays, so the resourceVersion does not move.
+    if had_entry && prev == new_set && *live == before {
+        return Ok(());
+    }
     let mut entries: Vec<Value> = entries.into_iter().filter(|e| !is_mine(e)).collect();
     let mut entry = json!({
         "manager": manager,
