@@ -468,7 +468,7 @@ pub fn server_side_apply(
             return Err(conflicts);
         }
     }
-    let had_entry = entries.iter().any(|e| is_mine(e));
+    let had_entry = entries.iter().any(&is_mine);
     let before = live.clone();
     prune(live, &prev, &new_set, &others, &mut vec![]);
     deep_merge(live, &restrict(applied, scope));
