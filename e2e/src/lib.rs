@@ -8,6 +8,7 @@
 pub mod app;
 pub mod demo;
 pub mod http;
+pub mod kind;
 pub mod load;
 pub mod runner;
 pub mod scenarios;

@@ -66,7 +66,7 @@ enum Cmd {
 
 async fn start_sim(common: &Common, interceptors: usize) -> anyhow::Result<SimSystem> {
     if matches!(common.cluster, Cluster::Kind) {
-        bail!("--cluster kind is not available yet (issue \"Packaging\"); use --cluster sim");
+        bail!("the demo runs on the simulated cluster only; use --cluster sim");
     }
     SimSystem::start(SimOptions {
         bin_dir: common.bin_dir.clone(),
@@ -76,6 +76,32 @@ async fn start_sim(common: &Common, interceptors: usize) -> anyhow::Result<SimSy
     })
     .await
     .context("starting the system on the simulated cluster")
+}
+
+/// Runs `selected` on the kind cluster of the default kubeconfig, where `cargo xtask e2e
+/// --cluster kind` installed the chart.
+async fn run_on_kind(selected: Vec<runner::Scenario>, parallel: usize) -> anyhow::Result<()> {
+    let (tb, handle) = http_add_on_e2e::kind::start(http_add_on_e2e::kind::KindOptions::default())
+        .await
+        .context("connecting to the add-on on the kind cluster")?;
+    println!("running {} scenarios on the kind cluster", selected.len());
+    let outcomes = tokio::select! {
+        outcomes = runner::run(&tb, selected, parallel) => outcomes,
+        _ = tokio::signal::ctrl_c() => {
+            handle.shutdown().await;
+            bail!("interrupted");
+        }
+    };
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        println!("\ncomponent logs:\n{}", handle.logs());
+    }
+    handle.shutdown().await;
+    println!("{} passed, {} failed", outcomes.len() - failed, failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -117,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
             let selected = runner::select(scenarios::all(), &filters);
             if selected.is_empty() {
                 bail!("no scenario matches {filters:?} (see `list`)");
+            }
+            if matches!(common.cluster, Cluster::Kind) {
+                return run_on_kind(selected, parallel).await;
             }
             let system = start_sim(&common, 2).await?;
             let tb = system.testbed();

@@ -28,6 +28,17 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first so that a master process (nginx) stops its workers too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -113,10 +124,14 @@ fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, String> {
         return Ok(path);
     }
     if which("apt-get").is_none() {
-        return Err(format!("{tool} is not installed and apt-get is not available"));
+        return Err(format!(
+            "{tool} is not installed and apt-get is not available"
+        ));
     }
     if !is_root() {
-        return Err(format!("{tool} is not installed and installing it needs root"));
+        return Err(format!(
+            "{tool} is not installed and installing it needs root"
+        ));
     }
     eprintln!("installing {package} with apt-get");
     let quiet = || {
@@ -155,7 +170,13 @@ fn get_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-fn wait_status(addr: SocketAddr, host: &str, path: &str, want: u16, what: &str) -> anyhow::Result<()> {
+fn wait_status(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    want: u16,
+    what: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if get_status(addr, host, path) == Some(want) {
@@ -216,7 +237,14 @@ struct LoadResult {
     p999: f64,
 }
 
-fn load(tool: &Path, core: Option<u32>, addr: SocketAddr, connections: usize, seconds: u64, rate: Option<u64>) -> anyhow::Result<LoadResult> {
+fn load(
+    tool: &Path,
+    core: Option<u32>,
+    addr: SocketAddr,
+    connections: usize,
+    seconds: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<LoadResult> {
     let mut cmd = pinned(tool, core);
     cmd.args(["load", "--target", &addr.to_string(), "--host", HOST])
         .args(["--connections", &connections.to_string()])
@@ -227,9 +255,13 @@ fn load(tool: &Path, core: Option<u32>, addr: SocketAddr, connections: usize, se
     }
     let out = cmd.output().context("running the load generator")?;
     if !out.status.success() {
-        bail!("load generator failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("load generator output")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("load generator output")?;
     let ms = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1000.0;
     Ok(LoadResult {
         rps: v["rps"].as_f64().unwrap_or(0.0),
@@ -240,7 +272,13 @@ fn load(tool: &Path, core: Option<u32>, addr: SocketAddr, connections: usize, se
     })
 }
 
-fn wrk_rps(wrk: &Path, core: Option<u32>, addr: SocketAddr, connections: usize, seconds: u64) -> Option<f64> {
+fn wrk_rps(
+    wrk: &Path,
+    core: Option<u32>,
+    addr: SocketAddr,
+    connections: usize,
+    seconds: u64,
+) -> Option<f64> {
     let out = pinned(wrk, core)
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["-H", &format!("Host: {HOST}")])
@@ -265,15 +303,33 @@ struct Row {
 /// `connections` keep-alive connections.
 pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result<()> {
     cargo(&[
-        "build", "--release", "-p", "http-add-on-interceptor", "--bin", "interceptor", "--example", "bench_proxy",
+        "build",
+        "--release",
+        "-p",
+        "http-add-on-interceptor",
+        "--bin",
+        "interceptor",
+        "--example",
+        "bench_proxy",
     ])?;
-    cargo(&["build", "--release", "-p", "http-add-on-sim", "--bin", "http-add-on-sim"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "http-add-on-sim",
+        "--bin",
+        "http-add-on-sim",
+    ])?;
     let release = root().join("target/release");
     let tool = release.join("examples/bench_proxy");
     let dir = root().join("target/bench-proxy");
     std::fs::create_dir_all(&dir)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (proxy_core, client_core) = if cores >= 2 { (Some(0), Some(1)) } else { (None, None) };
+    let (proxy_core, client_core) = if cores >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
 
     let mut backend_cmd = pinned(&tool, client_core);
     backend_cmd
@@ -288,7 +344,13 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
     let kubeconfig = dir.join("kubeconfig");
     let mut sim_cmd = Command::new(release.join("http-add-on-sim"));
     sim_cmd
-        .args(["up", "--no-controllers", "--listen", "127.0.0.1:0", "--kubeconfig"])
+        .args([
+            "up",
+            "--no-controllers",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+        ])
         .arg(&kubeconfig)
         .stdout(Stdio::piped());
     let mut sim = Proc::spawn("http-add-on-sim", sim_cmd)?;
@@ -318,8 +380,17 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         eprintln!("measuring {name} at {addr}");
         let idle_kb = pid.map_or(0, |p| rss_kb(p, "VmRSS:"));
         let closed = load(&tool, client_core, addr, connections, seconds, None)?;
-        let wrk = wrk.as_deref().and_then(|w| wrk_rps(w, client_core, addr, connections, seconds));
-        let fixed = load(&tool, client_core, addr, connections.min(32), seconds, Some(rate))?;
+        let wrk = wrk
+            .as_deref()
+            .and_then(|w| wrk_rps(w, client_core, addr, connections, seconds));
+        let fixed = load(
+            &tool,
+            client_core,
+            addr,
+            connections.min(32),
+            seconds,
+            Some(rate),
+        )?;
         let peak_kb = pid.map_or(0, |p| rss_kb(p, "VmHWM:"));
         if closed.errors + fixed.errors > 0 {
             println!("{name}: {} errors", closed.errors + fixed.errors);
@@ -337,9 +408,15 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
 
     measure("direct", backend_addr, None)?;
 
-    for (name, threads) in [("interceptor (1 thread)", Some("1")), ("interceptor (default)", None)] {
+    for (name, threads) in [
+        ("interceptor (1 thread)", Some("1")),
+        ("interceptor (default)", None),
+    ] {
         let (proxy, admin, prom) = (free_port()?, free_port()?, free_port()?);
-        let mut cmd = pinned(&release.join("interceptor"), if threads.is_some() { proxy_core } else { None });
+        let mut cmd = pinned(
+            &release.join("interceptor"),
+            if threads.is_some() { proxy_core } else { None },
+        );
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("KEDA_HTTP_PROXY_PORT", proxy.to_string())
             .env("KEDA_HTTP_ADMIN_PORT", admin.to_string())
@@ -353,13 +430,19 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         }
         let p = Proc::spawn(name, cmd)?;
         let proxy_addr = SocketAddr::from(([127, 0, 0, 1], proxy));
-        wait_status(SocketAddr::from(([127, 0, 0, 1], admin)), "admin", "/readyz", 200, name)?;
+        wait_status(
+            SocketAddr::from(([127, 0, 0, 1], admin)),
+            "admin",
+            "/readyz",
+            200,
+            name,
+        )?;
         wait_status(proxy_addr, HOST, "/", 200, name)?;
         measure(name, proxy_addr, Some(p.pid()))?;
     }
 
-    match &nginx {
-        Ok(nginx) => {
+    let nginx_result = match &nginx {
+        Ok(nginx) => (|| -> anyhow::Result<()> {
             let port = free_port()?;
             let ndir = dir.join("nginx");
             std::fs::create_dir_all(ndir.join("logs"))?;
@@ -369,31 +452,41 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
                 format!(
                     "worker_processes 1;\ndaemon off;\npid {pid};\nerror_log stderr warn;\n\
                      events {{ worker_connections 8192; }}\n\
-                     http {{\n  access_log off;\n  client_body_temp_path {d}/cbt; proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
-                     \x20 upstream be {{ server {backend_addr}; keepalive 128; }}\n\
+                     http {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {d}/cbt; proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
+                     \x20 upstream be {{ server {backend_addr}; keepalive 128; keepalive_requests 10000000; }}\n\
                      \x20 server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}\n}}\n",
                     pid = ndir.join("nginx.pid").display(),
                     d = ndir.display(),
                 ),
             )?;
             let mut cmd = pinned(nginx, proxy_core);
-            cmd.arg("-p").arg(&ndir).arg("-c").arg(&conf).stdout(Stdio::null());
+            cmd.arg("-p")
+                .arg(&ndir)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null());
             let p = Proc::spawn("nginx", cmd)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             wait_status(addr, HOST, "/", 200, "nginx")?;
-            measure("nginx (1 worker)", addr, Some(p.pid()))?;
+            measure("nginx (1 worker)", addr, Some(p.pid()))
+        })(),
+        Err(reason) => {
+            println!("nginx skipped: {reason}");
+            Ok(())
         }
-        Err(reason) => println!("nginx skipped: {reason}"),
+    };
+    if let Err(error) = nginx_result {
+        println!("nginx failed: {error:#}");
     }
 
-    match &haproxy {
-        Ok(haproxy) => {
+    let haproxy_result = match &haproxy {
+        Ok(haproxy) => (|| -> anyhow::Result<()> {
             let port = free_port()?;
             let conf = dir.join("haproxy.cfg");
             std::fs::write(
                 &conf,
                 format!(
-                    "global\n  nbthread 1\n  maxconn 20000\n\
+                    "global\n  nbthread 1\n  maxconn 4096\n\
                      defaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\
                      frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
                      backend be\n  server s1 {backend_addr}\n"
@@ -404,9 +497,15 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             let p = Proc::spawn("haproxy", cmd)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             wait_status(addr, HOST, "/", 200, "haproxy")?;
-            measure("haproxy (1 thread)", addr, Some(p.pid()))?;
+            measure("haproxy (1 thread)", addr, Some(p.pid()))
+        })(),
+        Err(reason) => {
+            println!("haproxy skipped: {reason}");
+            Ok(())
         }
-        Err(reason) => println!("haproxy skipped: {reason}"),
+    };
+    if let Err(error) = haproxy_result {
+        println!("haproxy failed: {error:#}");
     }
     drop(sim);
     drop(backend);
@@ -419,15 +518,21 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
     );
     println!(
         "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "target", "req/s", "wrk req/s", "p50 ms", "p99 ms", "p99.9 ms", "idle MB", "peak MB"
+        "target", "wrk req/s", "gen req/s", "p50 ms", "p99 ms", "p99.9 ms", "idle MB", "peak MB"
     );
     for r in &rows {
-        let mb = |kb: u64| if kb == 0 { "-".to_owned() } else { format!("{:.1}", kb as f64 / 1024.0) };
+        let mb = |kb: u64| {
+            if kb == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", kb as f64 / 1024.0)
+            }
+        };
         println!(
-            "{:<24} {:>10.0} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>9}",
+            "{:<24} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>9}",
             r.name,
-            r.rps,
             r.wrk.map_or("-".to_owned(), |w| format!("{w:.0}")),
+            r.rps,
             r.fixed.p50,
             r.fixed.p99,
             r.fixed.p999,
@@ -435,6 +540,22 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             mb(r.peak_kb),
         );
     }
+    // Ratios use wrk's requests/s when every row has it (it loads harder than the built-in
+    // generator), else the built-in generator's.
+    let use_wrk = rows.iter().all(|r| r.wrk.is_some());
+    for r in &mut rows {
+        if use_wrk {
+            r.rps = r.wrk.unwrap_or(r.rps);
+        }
+    }
+    println!(
+        "ratios from {} requests/s",
+        if use_wrk {
+            "wrk"
+        } else {
+            "the built-in generator's"
+        }
+    );
     let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
     if let (Some(i), Some(d)) = (find("interceptor (1"), find("direct")) {
         println!(

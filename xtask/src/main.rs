@@ -1,7 +1,12 @@
 //! `cargo xtask`: project automation (codegen, tests, demo). One module per command.
 
+mod bench_activation;
+mod bench_proxy;
+mod chart;
 mod codegen;
 mod e2e;
+mod images;
+mod kind;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -30,11 +35,40 @@ enum Cmd {
     Test,
     /// Run the end-to-end scenarios (all, or those whose names contain a filter).
     E2e {
-        /// Cluster to run on.
+        /// Cluster to run on: `sim` (simulated, local processes) or `kind` (needs docker, kind,
+        /// helm and kubectl).
         #[arg(long, default_value = "sim")]
         cluster: String,
+        /// Kubernetes version of a new kind cluster (e.g. `1.33.1`); kind's default otherwise.
+        #[arg(long)]
+        k8s_version: Option<String>,
+        /// Keep the kind cluster at the end.
+        #[arg(long)]
+        keep: bool,
         /// Scenario name filters.
         filters: Vec<String>,
+    },
+    /// Checks of the Helm chart that need no helm.
+    Chart {
+        #[command(subcommand)]
+        command: ChartCmd,
+    },
+    /// Build the component images with docker buildx (from the root Dockerfile).
+    Images {
+        /// Image tag.
+        #[arg(long, default_value = "dev")]
+        tag: String,
+        /// Target platforms, comma-separated (several need --push).
+        #[arg(long, default_value = "linux/amd64")]
+        platform: String,
+        /// Push the images instead of loading them into the local docker.
+        #[arg(long)]
+        push: bool,
+    },
+    /// Benchmarks that print figures as ratios against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
     },
     /// Run the whole system on the simulated cluster and watch an app scale 0 → N → 0.
     Demo {
@@ -44,12 +78,67 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum Bench {
+    /// Direct vs interceptor vs nginx vs HAProxy: requests/s, latency at a fixed rate, RSS.
+    Proxy {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Fixed request rate (requests/s) for the latency measurement, below saturation.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
+    /// Time from a cold request at the interceptor to KEDA's stream receiving `true`.
+    Activation {
+        /// Activations measured per design (at least 200 for a meaningful p99).
+        #[arg(long, default_value_t = 200)]
+        trials: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChartCmd {
+    /// Values vs schema, generated CRDs, value references, least-privilege RBAC, documented values.
+    Check,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Test => test::run(),
-        Cmd::E2e { cluster, filters } => e2e::run(&cluster, &filters),
+        Cmd::Bench {
+            bench:
+                Bench::Proxy {
+                    seconds,
+                    rate,
+                    connections,
+                },
+        } => bench_proxy::run(seconds, rate, connections),
+        Cmd::Bench {
+            bench: Bench::Activation { trials },
+        } => bench_activation::run(trials),
+        Cmd::E2e {
+            cluster,
+            k8s_version,
+            keep,
+            filters,
+        } => match cluster.as_str() {
+            "kind" => kind::run(k8s_version.as_deref(), keep, &filters),
+            _ => e2e::run(&cluster, &filters),
+        },
+        Cmd::Chart {
+            command: ChartCmd::Check,
+        } => chart::check(),
+        Cmd::Images {
+            tag,
+            platform,
+            push,
+        } => images::run(&tag, &platform, push),
         Cmd::Demo { keep } => demo(keep),
     }
 }

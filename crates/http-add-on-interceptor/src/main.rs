@@ -1,5 +1,53 @@
-//! KEDA HTTP Add-on interceptor (not yet built: see the project's open issues).
+//! The interceptor binary: reads its configuration from the environment and runs until SIGTERM
+//! or SIGINT, then shuts down gracefully.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("the interceptor is not implemented yet")
+use anyhow::Context;
+use http_add_on_interceptor::Config;
+use http_add_on_types::config::Env;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    http_add_on_types::telemetry::init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the chain on one line, naming the bad variable.
+            eprintln!("interceptor: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let config = Config::from_env(&Env::process()).context("invalid configuration")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server")?;
+    http_add_on_interceptor::run(config, client, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the interceptor");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
 }

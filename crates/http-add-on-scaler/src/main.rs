@@ -1,5 +1,35 @@
-//! KEDA HTTP Add-on scaler (not yet built: see the project's open issues).
+//! KEDA HTTP Add-on scaler: configuration from the environment, then [`http_add_on_scaler::run`]
+//! until SIGTERM or SIGINT.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("the scaler is not implemented yet")
+use anyhow::Context;
+use http_add_on_scaler::Config;
+use http_add_on_types::config::Env;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    http_add_on_types::telemetry::init();
+    let config = Config::from_env(&Env::process()).context("invalid configuration")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    http_add_on_scaler::run(config, client, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGTERM"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

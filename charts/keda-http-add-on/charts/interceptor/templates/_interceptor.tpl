@@ -1,0 +1,265 @@
+{{/*
+The interceptor's manifests. Rendered by the umbrella chart with its root context (see the
+umbrella's README, "How the chart is built"); reads the umbrella's values.
+*/}}
+
+{{/*
+RBAC rules in the watched namespace (or cluster-wide): the interceptor only lists and watches
+(reflectors) the route objects, the Services and EndpointSlices of their backends, and the
+ConfigMaps labelled `http.keda.sh/response-body`. Plain YAML: `cargo xtask chart check` parses it.
+*/}}
+{{- define "interceptor.rules" -}}
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects", "interceptorroutes"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{- define "interceptor.manifests" -}}
+{{- $ctx := dict "root" . "component" "interceptor" -}}
+{{- $name := include "keda-http-add-on.componentName" $ctx -}}
+{{- $kind := ternary "Role" "ClusterRole" (ne .Values.operator.watchNamespace "") -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {{ $kind }}
+metadata:
+  name: {{ $name }}
+  {{- if .Values.operator.watchNamespace }}
+  namespace: {{ .Values.operator.watchNamespace }}
+  {{- end }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+rules:
+  {{- include "interceptor.rules" . | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {{ $kind }}Binding
+metadata:
+  name: {{ $name }}
+  {{- if .Values.operator.watchNamespace }}
+  namespace: {{ .Values.operator.watchNamespace }}
+  {{- end }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: {{ $kind }}
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $name }}
+    namespace: {{ .Release.Namespace }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "keda-http-add-on.interceptorProxyService" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .Values.interceptor.proxy.port }}
+      targetPort: http
+      protocol: TCP
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "keda-http-add-on.interceptorAdminService" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    # The scaler reads this port's name and number from the Service's EndpointSlices.
+    - name: admin
+      port: {{ .Values.interceptor.admin.port }}
+      targetPort: admin
+      protocol: TCP
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}-metrics
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+    http.keda.sh/service: metrics
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ .Values.interceptor.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  # The interceptor's ScaledObject owns the replica count once KEDA has seen it.
+  replicas: {{ .Values.interceptor.replicas.min }}
+  selector:
+    matchLabels:
+      {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        {{- include "keda-http-add-on.labels" $ctx | nindent 8 }}
+      {{- with .Values.interceptor.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ $name }}
+      {{- with .Values.interceptor.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- include "keda-http-add-on.podSecurityContext" $ctx | nindent 8 }}
+      # SIGTERM: /readyz turns 503, `shutdownDelay` later the listeners close, then in-flight
+      # requests drain for up to `drainTimeout`. The grace period must cover both.
+      terminationGracePeriodSeconds: {{ .Values.interceptor.terminationGracePeriodSeconds }}
+      containers:
+        - name: interceptor
+          image: {{ include "keda-http-add-on.image" $ctx | quote }}
+          imagePullPolicy: {{ .Values.interceptor.pullPolicy }}
+          env:
+            - name: KEDA_HTTP_PROXY_PORT
+              value: {{ .Values.interceptor.proxy.port | quote }}
+            - name: KEDA_HTTP_ADMIN_PORT
+              value: {{ .Values.interceptor.admin.port | quote }}
+            - name: OTEL_PROM_EXPORTER_PORT
+              value: {{ .Values.interceptor.metrics.port | quote }}
+            - name: KEDA_HTTP_WATCH_NAMESPACE
+              value: {{ .Values.operator.watchNamespace | quote }}
+            - name: KEDA_HTTP_READINESS_TIMEOUT
+              value: {{ .Values.interceptor.replicas.waitTimeout | quote }}
+            - name: KEDA_HTTP_CONNECT_TIMEOUT
+              value: {{ .Values.interceptor.tcpConnectTimeout | quote }}
+            - name: KEDA_HTTP_RESPONSE_HEADER_TIMEOUT
+              value: {{ .Values.interceptor.responseHeaderTimeout | quote }}
+            - name: KEDA_HTTP_REQUEST_TIMEOUT
+              value: {{ .Values.interceptor.requestTimeout | quote }}
+            - name: KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST
+              value: {{ .Values.interceptor.maxIdleConnsPerHost | quote }}
+            - name: KEDA_HTTP_DIRECT_POD_ROUTING
+              value: {{ .Values.interceptor.directPodRouting | quote }}
+            - name: KEDA_HTTP_ENABLE_COLD_START_HEADER
+              value: {{ .Values.interceptor.enableColdStartHeader | quote }}
+            - name: KEDA_HTTP_LOG_REQUESTS
+              value: {{ .Values.interceptor.logRequests | quote }}
+            - name: KEDA_HTTP_SHUTDOWN_DELAY
+              value: {{ .Values.interceptor.shutdownDelay | quote }}
+            - name: KEDA_HTTP_DRAIN_TIMEOUT
+              value: {{ .Values.interceptor.drainTimeout | quote }}
+            {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
+          ports:
+            - name: http
+              containerPort: {{ .Values.interceptor.proxy.port }}
+              protocol: TCP
+            - name: admin
+              containerPort: {{ .Values.interceptor.admin.port }}
+              protocol: TCP
+            - name: metrics
+              containerPort: {{ .Values.interceptor.metrics.port }}
+              protocol: TCP
+          livenessProbe:
+            httpGet:
+              path: /livez
+              port: admin
+            initialDelaySeconds: 5
+            periodSeconds: 10
+            failureThreshold: 3
+          # 200 once the routing table has synced; 503 while shutting down.
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: admin
+            periodSeconds: 1
+            failureThreshold: 2
+          resources:
+            {{- toYaml .Values.interceptor.resources | nindent 12 }}
+          securityContext:
+            {{- include "keda-http-add-on.securityContext" $ctx | nindent 12 }}
+      {{- include "keda-http-add-on.scheduling" $ctx | nindent 6 }}
+      {{- with .Values.interceptor.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+---
+# KEDA scales the interceptors on the total of pending requests over every route, as reported by
+# the scaler for `interceptorTargetPendingRequests`.
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  minReplicaCount: {{ .Values.interceptor.replicas.min }}
+  maxReplicaCount: {{ .Values.interceptor.replicas.max }}
+  pollingInterval: {{ .Values.interceptor.scaledObject.pollingInterval }}
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $name }}
+  triggers:
+    - type: external
+      metadata:
+        scalerAddress: {{ printf "%s.%s:%v" (include "keda-http-add-on.scalerService" .) .Release.Namespace .Values.scaler.grpcPort | quote }}
+        interceptorTargetPendingRequests: {{ .Values.scaler.pendingRequestsInterceptor | quote }}
+{{- if .Values.interceptor.pdb.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  {{- if not (kindIs "invalid" .Values.interceptor.pdb.minAvailable) }}
+  minAvailable: {{ .Values.interceptor.pdb.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ .Values.interceptor.pdb.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 6 }}
+{{- end }}
+{{ include "keda-http-add-on.serviceMonitor" $ctx }}
+{{- end }}

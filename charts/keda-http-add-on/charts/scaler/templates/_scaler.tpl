@@ -1,0 +1,200 @@
+{{/*
+The scaler's manifests. Rendered by the umbrella chart with its root context (see the umbrella's
+README, "How the chart is built"); reads the umbrella's values.
+*/}}
+
+{{/*
+Cluster-wide RBAC rules: the scaler lists and watches every HTTPScaledObject and InterceptorRoute
+(their scaling targets). Plain YAML: `cargo xtask chart check` parses it.
+*/}}
+{{- define "scaler.rules" -}}
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects", "interceptorroutes"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{/* RBAC rules in the release namespace: the interceptors' admin EndpointSlices. */}}
+{{- define "scaler.namespaceRules" -}}
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{- define "scaler.manifests" -}}
+{{- $ctx := dict "root" . "component" "scaler" -}}
+{{- $name := include "keda-http-add-on.componentName" $ctx -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+rules:
+  {{- include "scaler.rules" . | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $name }}
+    namespace: {{ .Release.Namespace }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+rules:
+  {{- include "scaler.namespaceRules" . | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $name }}
+    namespace: {{ .Release.Namespace }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "keda-http-add-on.scalerService" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ .Values.scaler.grpcPort }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}-metrics
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+    http.keda.sh/service: metrics
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ .Values.scaler.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $name }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+spec:
+  replicas: {{ .Values.scaler.replicas }}
+  selector:
+    matchLabels:
+      {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "keda-http-add-on.labels" $ctx | nindent 8 }}
+      {{- with .Values.scaler.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ $name }}
+      {{- with .Values.scaler.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- include "keda-http-add-on.podSecurityContext" $ctx | nindent 8 }}
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: scaler
+          image: {{ include "keda-http-add-on.image" $ctx | quote }}
+          imagePullPolicy: {{ .Values.scaler.pullPolicy }}
+          env:
+            - name: KEDA_HTTP_SCALER_PORT
+              value: {{ .Values.scaler.grpcPort | quote }}
+            - name: OTEL_PROM_EXPORTER_PORT
+              value: {{ .Values.scaler.metricsPort | quote }}
+            - name: KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE
+              value: {{ .Release.Namespace | quote }}
+            - name: KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE
+              value: {{ include "keda-http-add-on.interceptorAdminService" . | quote }}
+            - name: KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT
+              value: {{ include "keda-http-add-on.componentName" (dict "root" . "component" "interceptor") | quote }}
+            - name: KEDA_HTTP_SCALER_TARGET_ADMIN_PORT
+              value: {{ .Values.interceptor.admin.port | quote }}
+            - name: KEDA_HTTP_QUEUE_TICK_DURATION
+              value: {{ .Values.scaler.queueTickDuration | quote }}
+            - name: KEDA_HTTP_SCALER_STREAM_INTERVAL_MS
+              value: {{ .Values.scaler.streamInterval | quote }}
+            {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
+          ports:
+            - name: grpc
+              containerPort: {{ .Values.scaler.grpcPort }}
+              protocol: TCP
+            - name: metrics
+              containerPort: {{ .Values.scaler.metricsPort }}
+              protocol: TCP
+          # gRPC health services of the scaler: `liveness` while the process serves,
+          # `readiness` while interceptor counts are fresh.
+          livenessProbe:
+            grpc:
+              port: {{ .Values.scaler.grpcPort }}
+              service: liveness
+            periodSeconds: 5
+            timeoutSeconds: 5
+            failureThreshold: 6
+          readinessProbe:
+            grpc:
+              port: {{ .Values.scaler.grpcPort }}
+              service: readiness
+            periodSeconds: 5
+            timeoutSeconds: 1
+            failureThreshold: 3
+          resources:
+            {{- toYaml .Values.scaler.resources | nindent 12 }}
+          securityContext:
+            {{- include "keda-http-add-on.securityContext" $ctx | nindent 12 }}
+      {{- include "keda-http-add-on.scheduling" $ctx | nindent 6 }}
+{{ include "keda-http-add-on.serviceMonitor" $ctx }}
+{{- end }}

@@ -1,0 +1,433 @@
+//! Backends: a Service port and its ready endpoints, kept current by the EndpointSlice watch.
+//!
+//! A request picks the ready endpoint with the fewest outstanding requests (ties rotate); a
+//! request for a backend without ready endpoints waits on [`Backend::wait_ready`], which is
+//! woken by the watch (never polls).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tokio::sync::Notify;
+
+/// `appProtocol` of a Service port whose backends speak HTTP/2 without TLS.
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// How a route names its Service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    /// The Service port number.
+    Number(i32),
+    /// The Service port name.
+    Name(String),
+}
+
+/// A Service port: what a route forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub service: String,
+    /// The port.
+    pub port: PortRef,
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.port {
+            PortRef::Number(n) => write!(f, "{}/{}:{n}", self.namespace, self.service),
+            PortRef::Name(n) => write!(f, "{}/{}:{n}", self.namespace, self.service),
+        }
+    }
+}
+
+/// One address requests can be sent to, with its outstanding-request count.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: SocketAddr,
+    authority: Authority,
+    outstanding: AtomicUsize,
+}
+
+impl Upstream {
+    /// An upstream at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self::with_authority(addr, addr.to_string())
+    }
+
+    fn with_authority(addr: SocketAddr, authority: String) -> Self {
+        Self {
+            addr,
+            authority: authority
+                .parse()
+                .unwrap_or_else(|_| Authority::from_static("invalid")),
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+
+    /// The address dialled.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port` for the outbound URI.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Requests currently sent to this upstream and not yet finished.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request to this upstream until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> Outstanding {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(self.clone())
+    }
+}
+
+/// One request outstanding on an [`Upstream`].
+#[derive(Debug)]
+pub struct Outstanding(Arc<Upstream>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What is known about a backend right now.
+#[derive(Debug, Default)]
+pub struct BackendState {
+    /// Ready pod endpoints.
+    pub endpoints: Vec<Arc<Upstream>>,
+    /// The Service address (`clusterIP:port`, or the DNS name for headless Services).
+    pub service: Option<Arc<Upstream>>,
+    /// Speak h2c to this backend.
+    pub h2c: bool,
+}
+
+/// A Service port with its current state.
+#[derive(Debug)]
+pub struct Backend {
+    key: BackendKey,
+    state: ArcSwap<BackendState>,
+    ready: Notify,
+    cursor: AtomicUsize,
+}
+
+/// How a wait for a ready endpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// An endpoint is ready.
+    Ready,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl Backend {
+    /// A backend with no endpoints yet.
+    pub fn new(key: BackendKey) -> Self {
+        Self {
+            key,
+            state: ArcSwap::from_pointee(BackendState::default()),
+            ready: Notify::new(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its Service port.
+    pub fn key(&self) -> &BackendKey {
+        &self.key
+    }
+
+    /// The current state.
+    pub fn state(&self) -> Arc<BackendState> {
+        self.state.load_full()
+    }
+
+    /// Whether a ready endpoint exists.
+    pub fn has_ready(&self) -> bool {
+        !self.state.load().endpoints.is_empty()
+    }
+
+    /// Replaces the state, keeping outstanding counts of endpoints that stay, and wakes
+    /// requests waiting for a ready endpoint.
+    pub fn set_state(&self, mut next: BackendState) {
+        let old = self.state.load();
+        if !old.endpoints.is_empty() {
+            let by_addr: HashMap<SocketAddr, &Arc<Upstream>> =
+                old.endpoints.iter().map(|u| (u.addr, u)).collect();
+            for endpoint in &mut next.endpoints {
+                if let Some(existing) = by_addr.get(&endpoint.addr) {
+                    *endpoint = Arc::clone(existing);
+                }
+            }
+        }
+        if let (Some(old), Some(new)) = (&old.service, &next.service)
+            && old.addr == new.addr
+            && old.authority == new.authority
+        {
+            next.service = Some(old.clone());
+        }
+        let wake = !next.endpoints.is_empty();
+        self.state.store(Arc::new(next));
+        if wake {
+            self.ready.notify_waiters();
+        }
+    }
+
+    /// Waits until a ready endpoint exists or `timeout` passes (`None` waits without limit).
+    pub async fn wait_ready(&self, timeout: Option<Duration>) -> Readiness {
+        let wait = async {
+            loop {
+                let notified = self.ready.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.has_ready() {
+                    return Readiness::Ready;
+                }
+                notified.await;
+            }
+        };
+        match timeout {
+            None => wait.await,
+            Some(limit) => tokio::time::timeout(limit, wait)
+                .await
+                .unwrap_or(Readiness::TimedOut),
+        }
+    }
+
+    /// The endpoint with the fewest outstanding requests, skipping `exclude`; ties rotate.
+    pub fn pick_endpoint(&self, exclude: &[SocketAddr]) -> Option<Arc<Upstream>> {
+        let state = self.state.load();
+        pick_least_outstanding(&state.endpoints, &self.cursor, exclude).cloned()
+    }
+}
+
+/// Least-outstanding choice among `endpoints`, starting the scan at a rotating position so
+/// equal loads spread evenly.
+pub fn pick_least_outstanding<'a>(
+    endpoints: &'a [Arc<Upstream>],
+    cursor: &AtomicUsize,
+    exclude: &[SocketAddr],
+) -> Option<&'a Arc<Upstream>> {
+    let n = endpoints.len();
+    if n == 0 {
+        return None;
+    }
+    let start = cursor.fetch_add(1, Ordering::Relaxed) % n;
+    let mut best: Option<&Arc<Upstream>> = None;
+    for i in 0..n {
+        let candidate = &endpoints[(start + i) % n];
+        if exclude.contains(&candidate.addr) {
+            continue;
+        }
+        if best.is_none_or(|b| candidate.outstanding() < b.outstanding()) {
+            best = Some(candidate);
+        }
+    }
+    best
+}
+
+/// The state of `key` from its Service and the Service's EndpointSlices.
+pub fn resolve(
+    key: &BackendKey,
+    service: Option<&Service>,
+    slices: &[&EndpointSlice],
+) -> BackendState {
+    let service_ports = service
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let service_port = service_ports.iter().find(|p| match &key.port {
+        PortRef::Number(n) => p.port == *n,
+        PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+    });
+    // The endpoint port carries the Service port's name ("" when unnamed).
+    let port_name: &str = match (&key.port, service_port) {
+        (_, Some(p)) => p.name.as_deref().unwrap_or(""),
+        (PortRef::Name(name), None) => name,
+        (PortRef::Number(_), None) => "",
+    };
+    let mut h2c = service_port
+        .and_then(|p| p.app_protocol.as_deref())
+        .is_some_and(|p| p == H2C_APP_PROTOCOL);
+
+    let mut endpoints = Vec::new();
+    for slice in slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        let Some(port) = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+        else {
+            continue;
+        };
+        let Some(number) = port.port.and_then(|n| u16::try_from(n).ok()) else {
+            continue;
+        };
+        h2c |= port.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL);
+        for endpoint in &slice.endpoints {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, number);
+            if !endpoints.iter().any(|u: &Arc<Upstream>| u.addr == addr) {
+                endpoints.push(Arc::new(Upstream::new(addr)));
+            }
+        }
+    }
+    endpoints.sort_by_key(|u| u.addr);
+
+    let service_upstream = service.zip(service_port).and_then(|(svc, port)| {
+        let number = u16::try_from(port.port).ok()?;
+        let cluster_ip = svc.spec.as_ref()?.cluster_ip.as_deref().unwrap_or("None");
+        match cluster_ip.parse::<IpAddr>() {
+            Ok(ip) => Some(Arc::new(Upstream::new(SocketAddr::new(ip, number)))),
+            // Headless: dial the DNS name; the address is only a placeholder for pooling.
+            Err(_) => Some(Arc::new(Upstream::with_authority(
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), number),
+                format!(
+                    "{}.{}.svc.cluster.local:{number}",
+                    key.service, key.namespace
+                ),
+            ))),
+        }
+    });
+    BackendState {
+        endpoints,
+        service: service_upstream,
+        h2c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(n: u8) -> Vec<Arc<Upstream>> {
+        (0..n)
+            .map(|i| Arc::new(Upstream::new(SocketAddr::from(([127, 0, 0, i + 1], 80)))))
+            .collect()
+    }
+
+    #[test]
+    fn least_outstanding_prefers_the_idlest_and_rotates_ties() {
+        let eps = upstreams(3);
+        let cursor = AtomicUsize::new(0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            seen.insert(pick_least_outstanding(&eps, &cursor, &[]).unwrap().addr());
+        }
+        assert_eq!(seen.len(), 3, "ties rotate over all endpoints");
+        let _busy0 = eps[0].begin();
+        let _busy1 = eps[1].begin();
+        for _ in 0..5 {
+            assert_eq!(
+                pick_least_outstanding(&eps, &cursor, &[]).unwrap().addr(),
+                eps[2].addr()
+            );
+        }
+        let _busy2 = eps[2].begin();
+        let _busy2b = eps[2].begin();
+        let pick = pick_least_outstanding(&eps, &cursor, &[eps[0].addr()]).unwrap();
+        assert_eq!(pick.addr(), eps[1].addr(), "excluded endpoints are skipped");
+        assert!(pick_least_outstanding(&[], &cursor, &[]).is_none());
+    }
+
+    #[test]
+    fn outstanding_counts_survive_state_updates() {
+        let backend = Backend::new(BackendKey {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            port: PortRef::Number(80),
+        });
+        let eps = upstreams(2);
+        backend.set_state(BackendState {
+            endpoints: eps.clone(),
+            ..Default::default()
+        });
+        let _busy = eps[0].begin();
+        backend.set_state(BackendState {
+            endpoints: upstreams(3),
+            ..Default::default()
+        });
+        let state = backend.state();
+        assert_eq!(state.endpoints[0].outstanding(), 1);
+        assert_eq!(state.endpoints.len(), 3);
+    }
+
+    #[test]
+    fn resolves_named_ports_readiness_and_h2c() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc", "namespace": "ns"},
+            "spec": {"clusterIP": "127.128.0.9", "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "grpc", "port": 81, "appProtocol": "kubernetes.io/h2c"}
+            ]}
+        }))
+        .unwrap();
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc-1", "namespace": "ns"},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9000}],
+            "endpoints": [
+                {"addresses": ["127.0.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["127.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["127.0.0.4"]}
+            ]
+        }))
+        .unwrap();
+        let key = |port| BackendKey {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            port,
+        };
+        let by_number = resolve(&key(PortRef::Number(80)), Some(&service), &[&slice]);
+        let addrs: Vec<String> = by_number
+            .endpoints
+            .iter()
+            .map(|u| u.addr().to_string())
+            .collect();
+        assert_eq!(addrs, ["127.0.0.2:8080", "127.0.0.4:8080"]);
+        assert!(!by_number.h2c);
+        assert_eq!(
+            by_number.service.unwrap().addr().to_string(),
+            "127.128.0.9:80"
+        );
+        let by_name = resolve(
+            &key(PortRef::Name("grpc".into())),
+            Some(&service),
+            &[&slice],
+        );
+        assert_eq!(by_name.endpoints[0].addr().to_string(), "127.0.0.2:9000");
+        assert!(by_name.h2c);
+        let missing = resolve(&key(PortRef::Number(99)), Some(&service), &[&slice]);
+        assert!(missing.endpoints.is_empty() && missing.service.is_none());
+    }
+}

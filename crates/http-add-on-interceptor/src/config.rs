@@ -1,0 +1,288 @@
+//! The interceptor's configuration, read from upstream-compatible environment variables.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use http_add_on_types::config::{ConfigError, Env, EnvSource};
+
+/// Everything the interceptor can be configured with. Tests build it directly (e.g. with
+/// [`Config::for_tests`]); the binary reads it with [`Config::from_env`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Proxy listener (`KEDA_HTTP_PROXY_PORT`, 8080, all interfaces).
+    pub proxy_listen: SocketAddr,
+    /// Admin listener: `/queue`, `/queue/stream`, `/livez`, `/readyz` (`KEDA_HTTP_ADMIN_PORT`, 9090).
+    pub admin_listen: SocketAddr,
+    /// Prometheus listener, path `/metrics` (`OTEL_PROM_EXPORTER_PORT`, 2223).
+    pub metrics_listen: SocketAddr,
+    /// Namespace to watch; `None` = all (`KEDA_HTTP_WATCH_NAMESPACE`).
+    pub watch_namespace: Option<String>,
+    /// Overall limit from request arrival to response headers; `None` = off
+    /// (`KEDA_HTTP_REQUEST_TIMEOUT`, 0).
+    pub request_timeout: Option<Duration>,
+    /// Limit on waiting for the backend's response headers; `None` = off
+    /// (`KEDA_HTTP_RESPONSE_HEADER_TIMEOUT`, alias `KEDA_RESPONSE_HEADER_TIMEOUT`, 300s).
+    pub response_header_timeout: Option<Duration>,
+    /// How long a request waits for a ready endpoint; `None` = no limit
+    /// (`KEDA_HTTP_READINESS_TIMEOUT`, alias `KEDA_CONDITION_WAIT_TIMEOUT`, 0). Routes with a
+    /// fallback use 30s when this is off.
+    pub readiness_timeout: Option<Duration>,
+    /// Per-attempt TCP connect timeout; failed attempts retry another endpoint
+    /// (`KEDA_HTTP_CONNECT_TIMEOUT`, 500ms).
+    pub connect_timeout: Duration,
+    /// Idle pooled connections kept per backend address (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`, 100).
+    pub max_idle_conns_per_host: usize,
+    /// Longest wait for in-flight requests at shutdown (`KEDA_HTTP_DRAIN_TIMEOUT`, 30s).
+    pub drain_timeout: Duration,
+    /// Time between `/readyz` turning 503 and closing the listeners (`KEDA_HTTP_SHUTDOWN_DELAY`, 5s).
+    pub shutdown_delay: Duration,
+    /// Add `X-KEDA-HTTP-Cold-Start` to responses (`KEDA_HTTP_ENABLE_COLD_START_HEADER`, true).
+    pub enable_cold_start_header: bool,
+    /// Log one line per request (`KEDA_HTTP_LOG_REQUESTS`, false).
+    pub log_requests: bool,
+    /// Dial ready pod endpoints directly (true) or the Service address (false)
+    /// (`KEDA_HTTP_DIRECT_POD_ROUTING`, true).
+    pub direct_pod_routing: bool,
+    /// Coalescing interval of the `/queue/stream` push stream (`KEDA_HTTP_QUEUE_STREAM_INTERVAL`, 100ms).
+    pub queue_stream_interval: Duration,
+    /// Largest accepted request header section in bytes; more gets 431
+    /// (`KEDA_HTTP_MAX_HEADER_BYTES`, 65536).
+    pub max_header_bytes: usize,
+    /// Connections that do not finish sending request headers in time are closed
+    /// (`KEDA_HTTP_HEADER_READ_TIMEOUT`, 10s).
+    pub header_read_timeout: Duration,
+}
+
+/// The smallest header limit hyper's HTTP/1 parser accepts.
+const MIN_HEADER_BYTES: usize = 8192;
+
+impl Default for Config {
+    fn default() -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Self {
+            proxy_listen: SocketAddr::new(any, 8080),
+            admin_listen: SocketAddr::new(any, 9090),
+            metrics_listen: SocketAddr::new(any, 2223),
+            watch_namespace: None,
+            request_timeout: None,
+            response_header_timeout: Some(Duration::from_secs(300)),
+            readiness_timeout: None,
+            connect_timeout: Duration::from_millis(500),
+            max_idle_conns_per_host: 100,
+            drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
+            enable_cold_start_header: true,
+            log_requests: false,
+            direct_pod_routing: true,
+            queue_stream_interval: Duration::from_millis(100),
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `Some(d)`, or `None` for zero (upstream's "0 = off").
+fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+impl Config {
+    /// Defaults with every listener on `127.0.0.1:0` and no shutdown delay: for in-process tests.
+    pub fn for_tests() -> Self {
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Self {
+            proxy_listen: local,
+            admin_listen: local,
+            metrics_listen: local,
+            shutdown_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(10),
+            ..Self::default()
+        }
+    }
+
+    /// Reads every variable; a bad value is an error naming the variable.
+    pub fn from_env<S: EnvSource>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let port = |name: &str, default: SocketAddr| -> Result<SocketAddr, ConfigError> {
+            Ok(SocketAddr::new(
+                default.ip(),
+                env.parse(name, default.port())?,
+            ))
+        };
+        let max_header_bytes: usize =
+            env.parse("KEDA_HTTP_MAX_HEADER_BYTES", d.max_header_bytes)?;
+        if max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::Invalid {
+                name: "KEDA_HTTP_MAX_HEADER_BYTES".into(),
+                value: max_header_bytes.to_string(),
+                reason: format!("must be at least {MIN_HEADER_BYTES}"),
+            });
+        }
+        let connect_timeout = env.duration("KEDA_HTTP_CONNECT_TIMEOUT", d.connect_timeout)?;
+        if connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "KEDA_HTTP_CONNECT_TIMEOUT".into(),
+                value: "0".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        let queue_stream_interval =
+            env.duration("KEDA_HTTP_QUEUE_STREAM_INTERVAL", d.queue_stream_interval)?;
+        if queue_stream_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "KEDA_HTTP_QUEUE_STREAM_INTERVAL".into(),
+                value: "0".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(Self {
+            proxy_listen: port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
+            admin_listen: port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
+            metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
+            watch_namespace: env.string("KEDA_HTTP_WATCH_NAMESPACE"),
+            request_timeout: non_zero(env.duration("KEDA_HTTP_REQUEST_TIMEOUT", Duration::ZERO)?),
+            response_header_timeout: non_zero(env.duration_any(
+                &[
+                    "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+                    "KEDA_RESPONSE_HEADER_TIMEOUT",
+                ],
+                Duration::from_secs(300),
+            )?),
+            readiness_timeout: non_zero(env.duration_any(
+                &["KEDA_HTTP_READINESS_TIMEOUT", "KEDA_CONDITION_WAIT_TIMEOUT"],
+                Duration::ZERO,
+            )?),
+            connect_timeout,
+            max_idle_conns_per_host: env.parse(
+                "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
+                d.max_idle_conns_per_host,
+            )?,
+            drain_timeout: env.duration("KEDA_HTTP_DRAIN_TIMEOUT", d.drain_timeout)?,
+            shutdown_delay: env.duration("KEDA_HTTP_SHUTDOWN_DELAY", d.shutdown_delay)?,
+            enable_cold_start_header: env.bool(
+                "KEDA_HTTP_ENABLE_COLD_START_HEADER",
+                d.enable_cold_start_header,
+            )?,
+            log_requests: env.bool("KEDA_HTTP_LOG_REQUESTS", d.log_requests)?,
+            direct_pod_routing: env.bool("KEDA_HTTP_DIRECT_POD_ROUTING", d.direct_pod_routing)?,
+            queue_stream_interval,
+            max_header_bytes,
+            header_read_timeout: env
+                .duration("KEDA_HTTP_HEADER_READ_TIMEOUT", d.header_read_timeout)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn read(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_env(&Env::new(map))
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = read(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.proxy_listen.port(), 8080);
+        assert_eq!(c.admin_listen.port(), 9090);
+        assert_eq!(c.metrics_listen.port(), 2223);
+        assert!(c.proxy_listen.ip().is_unspecified());
+        assert_eq!(c.response_header_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(c.readiness_timeout, None);
+        assert_eq!(c.request_timeout, None);
+        assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = read(&[
+            ("KEDA_HTTP_PROXY_PORT", "1"),
+            ("KEDA_HTTP_ADMIN_PORT", "2"),
+            ("OTEL_PROM_EXPORTER_PORT", "3"),
+            ("KEDA_HTTP_WATCH_NAMESPACE", "apps"),
+            ("KEDA_HTTP_REQUEST_TIMEOUT", "1m30s"),
+            ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "0"),
+            ("KEDA_HTTP_READINESS_TIMEOUT", "20s"),
+            ("KEDA_HTTP_CONNECT_TIMEOUT", "250ms"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "7"),
+            ("KEDA_HTTP_DRAIN_TIMEOUT", "3s"),
+            ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
+            ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "false"),
+            ("KEDA_HTTP_LOG_REQUESTS", "true"),
+            ("KEDA_HTTP_DIRECT_POD_ROUTING", "false"),
+            ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "50ms"),
+            ("KEDA_HTTP_MAX_HEADER_BYTES", "16384"),
+            ("KEDA_HTTP_HEADER_READ_TIMEOUT", "2s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.proxy_listen.port(),
+                c.admin_listen.port(),
+                c.metrics_listen.port()
+            ),
+            (1, 2, 3)
+        );
+        assert_eq!(c.watch_namespace.as_deref(), Some("apps"));
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.response_header_timeout, None);
+        assert_eq!(c.readiness_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.max_idle_conns_per_host, 7);
+        assert_eq!(c.drain_timeout, Duration::from_secs(3));
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert!(!c.enable_cold_start_header && c.log_requests && !c.direct_pod_routing);
+        assert_eq!(c.queue_stream_interval, Duration::from_millis(50));
+        assert_eq!(c.max_header_bytes, 16384);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn deprecated_aliases_apply_when_the_new_name_is_unset() {
+        let c = read(&[
+            ("KEDA_RESPONSE_HEADER_TIMEOUT", "5s"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "7s"),
+        ])
+        .unwrap();
+        assert_eq!(c.response_header_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.readiness_timeout, Some(Duration::from_secs(7)));
+        let c = read(&[
+            ("KEDA_RESPONSE_HEADER_TIMEOUT", "5s"),
+            ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "6s"),
+        ])
+        .unwrap();
+        assert_eq!(c.response_header_timeout, Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("KEDA_HTTP_PROXY_PORT", "http"),
+            ("KEDA_HTTP_ADMIN_PORT", "70000"),
+            ("OTEL_PROM_EXPORTER_PORT", "-1"),
+            ("KEDA_HTTP_REQUEST_TIMEOUT", "soon"),
+            ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "5"),
+            ("KEDA_RESPONSE_HEADER_TIMEOUT", "x"),
+            ("KEDA_HTTP_READINESS_TIMEOUT", "1h1"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "-"),
+            ("KEDA_HTTP_CONNECT_TIMEOUT", "0s"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "many"),
+            ("KEDA_HTTP_DRAIN_TIMEOUT", "30"),
+            ("KEDA_HTTP_SHUTDOWN_DELAY", "5 s"),
+            ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "yes"),
+            ("KEDA_HTTP_LOG_REQUESTS", "2"),
+            ("KEDA_HTTP_DIRECT_POD_ROUTING", "on"),
+            ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "0"),
+            ("KEDA_HTTP_MAX_HEADER_BYTES", "100"),
+            ("KEDA_HTTP_HEADER_READ_TIMEOUT", "ten"),
+        ] {
+            let err = read(&[(name, value)]).expect_err(name).to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
+}

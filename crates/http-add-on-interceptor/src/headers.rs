@@ -1,0 +1,139 @@
+//! Header handling of forwarded requests and responses.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-KEDA-HTTP-Cold-Start`: whether the request waited for the backend to start.
+pub static COLD_START: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: `Connection` and the headers it names, `Keep-Alive`,
+/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are rare; only then allocate the list.
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` (merging earlier values into one line) and
+/// sets `X-Forwarded-Proto` and `X-Forwarded-Host` when absent.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+    let mut ip_buf = [0u8; 64];
+    let ip = format_ip(client, &mut ip_buf);
+    let value = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_str(ip).ok(),
+        _ => {
+            let mut joined = Vec::with_capacity(64);
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+    };
+    if let Some(value) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if let Some(host) = host
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+}
+
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "app.example.com"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_preserve() {
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("app.example.com");
+        add_forwarded(&mut h, "127.0.0.9".parse().unwrap(), Some(&host));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example.com");
+
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(
+            &X_FORWARDED_HOST,
+            HeaderValue::from_static("outer.example.com"),
+        );
+        add_forwarded(&mut h, "::1".parse().unwrap(), Some(&host));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, ::1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "outer.example.com");
+    }
+}

@@ -1,0 +1,394 @@
+//! KEDA HTTP Add-on interceptor: the reverse proxy that counts, holds and forwards requests.
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) -> Result<(), http_add_on_interceptor::Error> {
+//! use http_add_on_interceptor::{Config, Interceptor};
+//! let interceptor = Interceptor::start(Config::for_tests(), client).await?;
+//! interceptor.wait_synced().await;
+//! let proxy = interceptor.proxy_addr(); // also admin_addr(), metrics_addr()
+//! interceptor.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod backends;
+pub mod config;
+pub mod counts;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+use admin::Admin;
+use counts::Counts;
+use metrics::Metrics;
+use proxy::Proxy;
+use routes::Table;
+
+/// Errors starting the interceptor.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("binding the {what} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A running interceptor.
+pub struct Interceptor {
+    config: Config,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    counts: Arc<Counts>,
+    synced: Arc<AtomicBool>,
+    synced_notify: Arc<Notify>,
+    draining: Arc<AtomicBool>,
+    /// Stops accepting on the proxy port and starts graceful connection shutdown.
+    stop_proxy: watch::Sender<bool>,
+    /// Stops everything else (admin, metrics, watches, push streams).
+    stop_all: watch::Sender<bool>,
+    /// Every proxy connection holds a receiver; all dropped = drained.
+    proxy_conns: watch::Sender<()>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interceptor")
+            .field("proxy", &self.proxy_addr)
+            .field("admin", &self.admin_addr)
+            .field("metrics", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+impl Interceptor {
+    /// Binds the three listeners, starts the watches and serves. Returns once listening; the
+    /// proxy answers 404 until the route table has synced (see [`Interceptor::wait_synced`]).
+    pub async fn start(config: Config, client: kube::Client) -> Result<Self> {
+        let proxy_listener = bind("proxy", config.proxy_listen).await?;
+        let admin_listener = bind("admin", config.admin_listen).await?;
+        let metrics_listener = bind("metrics", config.metrics_listen).await?;
+        let proxy_addr = local_addr(&proxy_listener, "proxy", config.proxy_listen)?;
+        let admin_addr = local_addr(&admin_listener, "admin", config.admin_listen)?;
+        let metrics_addr = local_addr(&metrics_listener, "metrics", config.metrics_listen)?;
+
+        let metrics = Arc::new(Metrics::new());
+        let counts = Arc::new(Counts::new(metrics.clone()));
+        let table = Arc::new(Table::default());
+        let synced = Arc::new(AtomicBool::new(false));
+        let synced_notify = Arc::new(Notify::new());
+        let table_changed = Arc::new(Notify::new());
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_proxy, _) = watch::channel(false);
+        let (stop_all, _) = watch::channel(false);
+        let (proxy_conns, _) = watch::channel(());
+        let (other_conns, _) = watch::channel(());
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(routes::run_sync(
+            client,
+            config.clone(),
+            routes::SyncTargets {
+                counts: counts.clone(),
+                table: table.clone(),
+                synced: synced.clone(),
+                synced_notify: synced_notify.clone(),
+                table_changed: table_changed.clone(),
+            },
+            stop_all.subscribe(),
+        )));
+
+        let mut proxy_builder = auto::Builder::new(TokioExecutor::new());
+        proxy_builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes)
+            .max_headers(256)
+            .keep_alive(true);
+        proxy_builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            table,
+            table_changed,
+            metrics.clone(),
+        ));
+        tasks.push(tokio::spawn(serve(
+            "proxy",
+            proxy_listener,
+            Arc::new(proxy_builder),
+            move |remote| {
+                let proxy = proxy.clone();
+                service_fn(move |req: hyper::Request<Incoming>| proxy.clone().handle(remote, req))
+            },
+            stop_proxy.subscribe(),
+            stop_all.subscribe(),
+            proxy_conns.subscribe(),
+        )));
+
+        let admin = Arc::new(Admin {
+            counts: counts.clone(),
+            metrics,
+            synced: synced.clone(),
+            draining: draining.clone(),
+            stream_interval: config.queue_stream_interval,
+            stop: stop_all.subscribe(),
+        });
+        let mut admin_builder = auto::Builder::new(TokioExecutor::new());
+        admin_builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        let admin_builder = Arc::new(admin_builder.http1_only());
+        let admin_for_admin = admin.clone();
+        tasks.push(tokio::spawn(serve(
+            "admin",
+            admin_listener,
+            admin_builder.clone(),
+            move |_| {
+                let admin = admin_for_admin.clone();
+                service_fn(move |req| admin.clone().handle(req))
+            },
+            stop_all.subscribe(),
+            stop_all.subscribe(),
+            other_conns.subscribe(),
+        )));
+        tasks.push(tokio::spawn(serve(
+            "metrics",
+            metrics_listener,
+            admin_builder,
+            move |_| {
+                let admin = admin.clone();
+                service_fn(move |req| admin.clone().handle_metrics(req))
+            },
+            stop_all.subscribe(),
+            stop_all.subscribe(),
+            other_conns.subscribe(),
+        )));
+        tracing::info!(%proxy_addr, %admin_addr, %metrics_addr, "interceptor listening");
+        Ok(Self {
+            config,
+            proxy_addr,
+            admin_addr,
+            metrics_addr,
+            counts,
+            synced,
+            synced_notify,
+            draining,
+            stop_proxy,
+            stop_all,
+            proxy_conns,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    /// The bound proxy address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// The bound admin address (`/queue`, `/queue/stream`, `/livez`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bound Prometheus address (`/metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Current counts (what `/queue` serves).
+    pub fn counts(&self) -> &Arc<Counts> {
+        &self.counts
+    }
+
+    /// Whether the route table has synced once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Waits until the route table has synced once.
+    pub async fn wait_synced(&self) {
+        loop {
+            let notified = self.synced_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_synced() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Turns `/readyz` to 503 (the first step of [`Interceptor::shutdown`]).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Graceful shutdown: `/readyz` 503 → shutdown delay → stop accepting → drain in-flight
+    /// requests up to the drain timeout → stop everything. Later calls return at once.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if tasks.is_empty() {
+            return;
+        }
+        self.begin_draining();
+        tracing::info!(delay = ?self.config.shutdown_delay, "shutting down: readiness is now 503");
+        tokio::time::sleep(self.config.shutdown_delay).await;
+        let _ = self.stop_proxy.send(true);
+        let drained =
+            tokio::time::timeout(self.config.drain_timeout, self.proxy_conns.closed()).await;
+        if drained.is_err() {
+            tracing::warn!(timeout = ?self.config.drain_timeout, "drain timeout: closing remaining connections");
+        }
+        let _ = self.stop_all.send(true);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!("interceptor stopped");
+    }
+}
+
+impl Drop for Interceptor {
+    fn drop(&mut self) {
+        let _ = self.stop_proxy.send(true);
+        let _ = self.stop_all.send(true);
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the interceptor and runs it until `signal` resolves, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    client: kube::Client,
+    signal: impl Future<Output = ()>,
+) -> Result<()> {
+    let interceptor = Interceptor::start(config, client).await?;
+    signal.await;
+    interceptor.shutdown().await;
+    Ok(())
+}
+
+/// Accepts connections until `stop`, serving each with `make(remote)`; every connection task
+/// holds a `conns` receiver until it ends, and shuts down gracefully on `stop`.
+async fn serve<M, S, B>(
+    what: &'static str,
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    make: M,
+    mut stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    conns: watch::Receiver<()>,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (stream, remote) = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(what, %error, "accept failed");
+                    // Typically EMFILE: give the process a moment to free descriptors.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make(remote);
+        let builder = builder.clone();
+        let mut stop = stop.clone();
+        let mut force = force.clone();
+        let token = conns.clone();
+        tokio::spawn(async move {
+            let _token = token;
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        result = conn.as_mut() => result,
+                        _ = stopped(&mut force) => Ok(()),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(what, %remote, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

@@ -1,0 +1,243 @@
+//! Prometheus metrics (`/metrics` on `OTEL_PROM_EXPORTER_PORT`), upstream-compatible names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_add_on_types::routing::RouteKey;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a route, built once per route (cloning them is two reference-count increments).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route (object) name.
+    pub route_name: Arc<str>,
+    /// Route namespace.
+    pub route_namespace: Arc<str>,
+}
+
+impl RouteLabels {
+    /// Labels of `key`.
+    pub fn new(key: &RouteKey) -> Self {
+        Self {
+            route_name: key.name().into(),
+            route_namespace: key.namespace().into(),
+        }
+    }
+}
+
+/// Labels of one finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Response status code.
+    pub code: u16,
+    /// Request method (well-known methods only; others are `OTHER`).
+    pub method: &'static str,
+    /// Route (object) name.
+    pub route_name: Arc<str>,
+    /// Route namespace.
+    pub route_namespace: Arc<str>,
+}
+
+/// The request count and duration series of one label set.
+#[derive(Debug, Clone)]
+pub struct RequestHandles {
+    count: Counter,
+    duration: Histogram,
+}
+
+impl RequestHandles {
+    /// Records a finished request.
+    pub fn record(&self, elapsed: Duration) {
+        self.count.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The interceptor's metric families and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    concurrency: Family<RouteLabels, Gauge>,
+    cold_starts: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn cold_start_histogram() -> Histogram {
+    Histogram::new([
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::new_with_constructor(request_histogram as fn() -> Histogram);
+        let concurrency = Family::<RouteLabels, Gauge>::default();
+        let cold_starts = Family::new_with_constructor(cold_start_histogram as fn() -> Histogram);
+        registry.register(
+            "interceptor_request_count",
+            "Requests handled by the interceptor",
+            requests.clone(),
+        );
+        registry.register(
+            "interceptor_request_duration_seconds",
+            "Time from request arrival to the end of the response",
+            durations.clone(),
+        );
+        registry.register(
+            "interceptor_request_concurrency",
+            "Requests in flight, including requests held during a cold start",
+            concurrency.clone(),
+        );
+        registry.register(
+            "interceptor_cold_start_duration_seconds",
+            "Time requests waited for a ready endpoint",
+            cold_starts.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            concurrency,
+            cold_starts,
+        }
+    }
+
+    /// The concurrency gauge of a route (kept by the route's counter).
+    pub fn concurrency_gauge(&self, labels: &RouteLabels) -> Gauge {
+        self.concurrency.get_or_create(labels).clone()
+    }
+
+    /// Forgets a deleted route's gauge.
+    pub fn remove_route(&self, labels: &RouteLabels) {
+        self.concurrency.remove(labels);
+    }
+
+    /// Handles of the request series for one route, method and code, to record without a
+    /// family lookup (kept per route for the most common label set).
+    pub fn request_handles(
+        &self,
+        labels: &RouteLabels,
+        method: &'static str,
+        code: u16,
+    ) -> RequestHandles {
+        let labels = RequestLabels {
+            code,
+            method,
+            route_name: labels.route_name.clone(),
+            route_namespace: labels.route_namespace.clone(),
+        };
+        RequestHandles {
+            count: self.requests.get_or_create(&labels).clone(),
+            duration: self.durations.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Records a finished request.
+    pub fn record_request(
+        &self,
+        labels: &RouteLabels,
+        method: &'static str,
+        code: u16,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            code,
+            method,
+            route_name: labels.route_name.clone(),
+            route_namespace: labels.route_namespace.clone(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long a request waited for a ready endpoint.
+    pub fn record_cold_start(&self, labels: &RouteLabels, waited: Duration) {
+        self.cold_starts
+            .get_or_create(labels)
+            .observe(waited.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// A static label value for `method` (no allocation per request).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_upstream_series() {
+        let m = Metrics::new();
+        let labels = RouteLabels::new(&RouteKey::new("ns", "app"));
+        m.concurrency_gauge(&labels).inc();
+        m.record_request(&labels, "GET", 200, Duration::from_millis(3));
+        m.record_cold_start(&labels, Duration::from_millis(300));
+        let text = m.encode();
+        assert!(text.contains(
+            r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="ns"} 1"#
+        ), "{text}");
+        assert!(
+            text.contains(
+                r#"interceptor_request_concurrency{route_name="app",route_namespace="ns"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("interceptor_request_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("interceptor_cold_start_duration_seconds_count"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,583 @@
+//! The proxy handler: route lookup, counting, cold-start hold, forwarding.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+use crate::backends::{Backend, Outstanding, Readiness, Upstream};
+use crate::config::Config;
+use crate::counts::InFlight;
+use crate::headers::{self, COLD_START};
+use crate::metrics::{Metrics, method_label};
+use crate::routes::{RouteEntry, StaticReply, Table};
+
+/// How many endpoints a request tries when connecting fails before it was sent.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Errors forwarding a body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every proxy response: the backend's streamed body or a small local one, plus
+/// the guards that count the request out when the body is finished or dropped.
+pub struct ProxyBody {
+    inner: Inner,
+    _done: Option<Completion>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    fn full(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            inner: Inner::Full(Some(bytes.into())),
+            _done: None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// Counts a request out and records its metrics when dropped.
+struct Completion {
+    in_flight: InFlight,
+    _outstanding: Option<Outstanding>,
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    status: u16,
+    start: Instant,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let counter = self.in_flight.counter();
+        let elapsed = self.start.elapsed();
+        if self.status == 200 && self.method == "GET" {
+            counter.get_ok().record(elapsed);
+        } else {
+            self.metrics
+                .record_request(counter.labels(), self.method, self.status, elapsed);
+        }
+    }
+}
+
+/// The request body sent upstream. If it is dropped before its first poll (the connection
+/// could not be made), it hands the inner body back through `reclaim` for a retry.
+pub struct OutBody {
+    inner: Option<Incoming>,
+    reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
+    polled: bool,
+}
+
+impl Body for OutBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.polled = true;
+        match &mut self.inner {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for OutBody {
+    fn drop(&mut self) {
+        if !self.polled
+            && let (Some(slot), Some(body)) = (&self.reclaim, self.inner.take())
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(body);
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, OutBody>;
+
+/// Shared state of the proxy listener.
+pub struct Proxy {
+    table: Arc<Table>,
+    table_changed: Arc<tokio::sync::Notify>,
+    metrics: Arc<Metrics>,
+    config: Config,
+    http1: HttpClient,
+    h2c: HttpClient,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+fn plain(status: StatusCode, message: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(message + "\n"));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn static_response(reply: &StaticReply, path: &str) -> Response<ProxyBody> {
+    match reply.render(path) {
+        Ok((status, headers, body)) => {
+            let mut response = Response::new(ProxyBody::full(body));
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            response
+        }
+        Err(message) => plain(StatusCode::NOT_FOUND, message),
+    }
+}
+
+/// What went wrong forwarding one request.
+enum Failure {
+    Refused(String),
+    Timeout(&'static str),
+}
+
+impl Proxy {
+    /// A proxy over `table`; `table_changed` is notified after every table swap.
+    pub fn new(
+        config: Config,
+        table: Arc<Table>,
+        table_changed: Arc<tokio::sync::Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let client = |h2c: bool| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(config.connect_timeout));
+            connector.enforce_http(true);
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(config.max_idle_conns_per_host)
+                .http2_only(h2c);
+            builder.build(connector)
+        };
+        Self {
+            http1: client(false),
+            h2c: client(true),
+            table,
+            table_changed,
+            metrics,
+            config,
+        }
+    }
+
+    /// Handles one request from `remote`.
+    pub async fn handle(
+        self: Arc<Self>,
+        remote: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
+        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = host_value
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let entry = {
+            let table = self.table.load();
+            table
+                .lookup(host, req.uri().path(), req.headers())
+                .map(|route| route.target.clone())
+        };
+        let Some(entry) = entry else {
+            let message = format!("no route for host {host:?} and path {:?}", req.uri().path());
+            if self.config.log_requests {
+                tracing::info!(%remote, host, path = req.uri().path(), status = 404, "request");
+            }
+            return Ok(plain(StatusCode::NOT_FOUND, message));
+        };
+
+        // Static routes answer without counting.
+        if let Some(static_route) = entry
+            .static_routes
+            .iter()
+            .find(|s| s.matches(host, req.uri().path(), req.headers()))
+            && (static_route.always || !entry.backend.has_ready())
+        {
+            return Ok(static_response(&static_route.reply, req.uri().path()));
+        }
+
+        let method = method_label(req.method());
+        let in_flight = entry.counter.start();
+        let deadline = entry.request_timeout.map(|t| start + t);
+        let (response, outstanding, cold) = self
+            .serve(&entry, remote, req, host_value, deadline, start)
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(Failure::Refused(message)) => plain(StatusCode::BAD_GATEWAY, message),
+            Err(Failure::Timeout(message)) => {
+                plain(StatusCode::GATEWAY_TIMEOUT, message.to_owned())
+            }
+        };
+        if self.config.enable_cold_start_header {
+            response.headers_mut().insert(
+                COLD_START.clone(),
+                HeaderValue::from_static(if cold { "true" } else { "false" }),
+            );
+        }
+        let status = response.status().as_u16();
+        if self.config.log_requests {
+            tracing::info!(%remote, route = %entry.counter.key(), status, cold, elapsed_ms = start.elapsed().as_millis() as u64, "request");
+        }
+        let completion = Completion {
+            in_flight,
+            _outstanding: outstanding,
+            metrics: self.metrics.clone(),
+            method,
+            status,
+            start,
+        };
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody {
+                inner: body.inner,
+                _done: Some(completion),
+            },
+        ))
+    }
+
+    /// Waits for readiness as needed and forwards; returns the response, the outstanding guard
+    /// of the chosen upstream and whether the request waited for a cold start.
+    async fn serve(
+        &self,
+        entry: &Arc<RouteEntry>,
+        remote: SocketAddr,
+        req: Request<Incoming>,
+        host: Option<HeaderValue>,
+        deadline: Option<Instant>,
+        start: Instant,
+    ) -> (
+        Result<Response<ProxyBody>, Failure>,
+        Option<Outstanding>,
+        bool,
+    ) {
+        let mut entry: Arc<RouteEntry> = entry.clone();
+        let mut backend: Arc<Backend> = entry.backend.clone();
+        let mut cold = false;
+        if !backend.has_ready() {
+            cold = true;
+            if let Some(placeholder) = &entry.placeholder {
+                return (
+                    Ok(static_response(placeholder, req.uri().path())),
+                    None,
+                    true,
+                );
+            }
+            let wait_until = match (entry.readiness_timeout, deadline) {
+                (Some(t), Some(d)) => Some((start + t).min(d)),
+                (Some(t), None) => Some(start + t),
+                (None, d) => d,
+            };
+            let readiness = loop {
+                let changed = self.table_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                // Follow the route into the current table: it may have been retargeted or
+                // deleted since the request arrived (or since the last wake-up).
+                let found = {
+                    let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+                    self.table
+                        .load()
+                        .lookup(host, req.uri().path(), req.headers())
+                        .map(|r| r.target.clone())
+                };
+                match found {
+                    Some(next) if next.counter.key() == entry.counter.key() => {
+                        if !Arc::ptr_eq(&next.backend, &backend) {
+                            backend = next.backend.clone();
+                        }
+                        entry = next;
+                    }
+                    _ => {
+                        let message = format!(
+                            "no route: {} was removed while the request waited for a ready endpoint",
+                            entry.counter.key()
+                        );
+                        return (Ok(plain(StatusCode::NOT_FOUND, message)), None, true);
+                    }
+                }
+                let limit = wait_until.map(|w| w.saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    readiness = backend.wait_ready(limit) => break readiness,
+                    _ = changed => {}
+                }
+            };
+            self.metrics
+                .record_cold_start(entry.counter.labels(), start.elapsed());
+            if readiness == Readiness::TimedOut {
+                let request_expired = deadline.is_some_and(|d| Instant::now() >= d);
+                match &entry.fallback {
+                    Some(fallback) if !request_expired && fallback.has_ready() => {
+                        backend = fallback.clone();
+                    }
+                    _ if request_expired => {
+                        return (
+                            Err(Failure::Timeout(
+                                "request timeout exceeded while waiting for a ready endpoint",
+                            )),
+                            None,
+                            true,
+                        );
+                    }
+                    _ => {
+                        let message = format!(
+                            "timed out waiting for a ready endpoint of service {}",
+                            backend.key()
+                        );
+                        return (Ok(plain(StatusCode::GATEWAY_TIMEOUT, message)), None, true);
+                    }
+                }
+            }
+        }
+        let (result, outstanding) = self
+            .forward(&entry, &backend, remote, req, host, deadline)
+            .await;
+        (result, outstanding, cold)
+    }
+
+    async fn forward(
+        &self,
+        entry: &RouteEntry,
+        backend: &Backend,
+        remote: SocketAddr,
+        req: Request<Incoming>,
+        host: Option<HeaderValue>,
+        deadline: Option<Instant>,
+    ) -> (Result<Response<ProxyBody>, Failure>, Option<Outstanding>) {
+        let state = backend.state();
+        let client = if state.h2c { &self.h2c } else { &self.http1 };
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, remote.ip(), host.as_ref());
+        if let Some(host) = host
+            && !parts.headers.contains_key(header::HOST)
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let version = if state.h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        let mut excluded: [Option<SocketAddr>; MAX_CONNECT_ATTEMPTS] = [None; MAX_CONNECT_ATTEMPTS];
+        let attempts = if entry.direct {
+            state.endpoints.len().clamp(1, MAX_CONNECT_ATTEMPTS)
+        } else {
+            1
+        };
+        let reclaim = (attempts > 1).then(|| Arc::new(Mutex::new(None)));
+        let mut body = Some(body);
+        let mut last_error = String::new();
+        for attempt in 0..attempts {
+            let upstream: Arc<Upstream> = if entry.direct {
+                let exclude: Vec<SocketAddr> = excluded.iter().flatten().copied().collect();
+                match backend.pick_endpoint(&exclude) {
+                    Some(u) => u,
+                    None => break,
+                }
+            } else {
+                match &state.service {
+                    Some(u) => u.clone(),
+                    None => {
+                        return (
+                            Err(Failure::Refused(format!(
+                                "service {} has no such port",
+                                backend.key()
+                            ))),
+                            None,
+                        );
+                    }
+                }
+            };
+            excluded[attempt] = Some(upstream.addr());
+            let Some(inbound) = body.take() else { break };
+            // Later attempts need the parts again; clone only when a retry is possible.
+            let request_parts = if attempt + 1 < attempts {
+                clone_parts(&parts)
+            } else {
+                std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+            };
+            let mut out = Request::from_parts(
+                request_parts,
+                OutBody {
+                    inner: Some(inbound),
+                    reclaim: reclaim.clone(),
+                    polled: false,
+                },
+            );
+            *out.uri_mut() = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(upstream.authority().clone())
+                .path_and_query(path.clone())
+                .build()
+                .unwrap_or_default();
+            *out.version_mut() = version;
+            let outstanding = upstream.begin();
+            let send = client.request(out);
+            let header_limit = match (entry.response_header_timeout, deadline) {
+                (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
+                (Some(t), None) => Some(Instant::now() + t),
+                (None, d) => d,
+            };
+            let result = match header_limit {
+                Some(limit) => match tokio::time::timeout_at(limit, send).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let what = if deadline == Some(limit) {
+                            "request timeout exceeded waiting for the backend's response headers"
+                        } else {
+                            "timed out waiting for the backend's response headers"
+                        };
+                        return (Err(Failure::Timeout(what)), None);
+                    }
+                },
+                None => send.await,
+            };
+            match result {
+                Ok(response) => {
+                    let (mut parts, incoming) = response.into_parts();
+                    headers::strip_hop_by_hop(&mut parts.headers);
+                    let body = ProxyBody {
+                        inner: Inner::Upstream(incoming),
+                        _done: None,
+                    };
+                    return (Ok(Response::from_parts(parts, body)), Some(outstanding));
+                }
+                Err(error) if error.is_connect() => {
+                    last_error = format!(
+                        "connecting to {} failed: {}",
+                        upstream.addr(),
+                        source_chain(&error)
+                    );
+                    tracing::debug!(backend = %backend.key(), error = last_error, "connect failed");
+                    body = reclaim.as_ref().and_then(|slot| slot.lock().ok()?.take());
+                    if body.is_none() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    let message = format!(
+                        "backend {} failed: {}",
+                        upstream.addr(),
+                        source_chain(&error)
+                    );
+                    return (Err(Failure::Refused(message)), None);
+                }
+            }
+        }
+        if last_error.is_empty() {
+            last_error = format!("no ready endpoint of service {}", backend.key());
+        }
+        (Err(Failure::Refused(last_error)), None)
+    }
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,428 @@
+//! Shared fixtures: the in-process sim with the add-on's CRDs, an interceptor, test backends
+//! exposed through selectorless Services and hand-made EndpointSlices, and an HTTP client.
+
+#![allow(dead_code, missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_add_on_interceptor::{Config, Interceptor};
+use http_add_on_sim::{Sim, SimConfig};
+use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Upper bound for anything that should happen "immediately".
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `check` until it returns `Some`, failing after [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A sim with the CRDs and a synced interceptor.
+pub struct World {
+    pub sim: Sim,
+    pub client: kube::Client,
+    pub interceptor: Interceptor,
+    pub http: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub async fn install_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in http_add_on_types::crd::generated_crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+}
+
+pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+impl World {
+    pub async fn start() -> Self {
+        Self::with_config(Config::for_tests()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        init_tracing();
+        let sim = Sim::start(SimConfig::apiserver_only())
+            .await
+            .expect("sim starts");
+        let client = sim.client();
+        install_crds(&client).await;
+        let interceptor = Interceptor::start(config, client.clone())
+            .await
+            .expect("interceptor starts");
+        tokio::time::timeout(TIMEOUT, interceptor.wait_synced())
+            .await
+            .expect("route table syncs");
+        Self {
+            sim,
+            client,
+            interceptor,
+            http: http_client(),
+        }
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.interceptor.proxy_addr())
+    }
+
+    /// GET through the proxy with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.send(Request::get(self.proxy_url(path)).header("host", host))
+            .await
+    }
+
+    pub async fn send(&self, req: http::request::Builder) -> Reply {
+        let response = self
+            .http
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("request reaches the proxy");
+        Reply::read(response).await
+    }
+
+    pub async fn queue(&self) -> http_add_on_types::queue::QueueCounts {
+        let url = format!("http://{}/queue", self.interceptor.admin_addr());
+        let reply = Reply::read(self.http.get(url.parse().unwrap()).await.unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        serde_json::from_slice(&reply.body).expect("queue JSON")
+    }
+
+    /// Waits until `route` reports `concurrency` on `/queue`.
+    pub async fn wait_concurrency(&self, route: &str, concurrency: i64) {
+        eventually(&format!("{route} concurrency {concurrency}"), || async {
+            let queue = self.queue().await;
+            (queue.get(route).map(|c| c.concurrency) == Some(concurrency)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `host` + `path` routes somewhere (not the 404 of an unknown route).
+    pub async fn wait_routed(&self, host: &str, path: &str) -> Reply {
+        eventually(&format!("a route for {host}{path}"), || async {
+            let reply = self.get(host, path).await;
+            (!(reply.status == StatusCode::NOT_FOUND && reply.text().starts_with("no route")))
+                .then_some(reply)
+        })
+        .await
+    }
+
+    pub async fn apply_hso(&self, value: Value) {
+        let hso: HTTPScaledObject = serde_json::from_value(value).expect("valid HTTPScaledObject");
+        apply(
+            &Api::<HTTPScaledObject>::default_namespaced(self.client.clone()),
+            &hso,
+        )
+        .await;
+    }
+
+    pub async fn apply_ir(&self, value: Value) {
+        let ir: InterceptorRoute = serde_json::from_value(value).expect("valid InterceptorRoute");
+        apply(
+            &Api::<InterceptorRoute>::default_namespaced(self.client.clone()),
+            &ir,
+        )
+        .await;
+    }
+
+    /// A selectorless Service `name` with one port (`port_name`, 80) and one EndpointSlice per
+    /// backend (each slice carries its backend's port number).
+    pub async fn expose(&self, name: &str, port_name: &str, backends: &[&TestBackend]) {
+        self.expose_with(name, port_name, None, backends).await;
+    }
+
+    pub async fn expose_with(
+        &self,
+        name: &str,
+        port_name: &str,
+        app_protocol: Option<&str>,
+        backends: &[&TestBackend],
+    ) {
+        let mut port = json!({ "name": port_name, "port": 80 });
+        if let Some(p) = app_protocol {
+            port["appProtocol"] = json!(p);
+        }
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name },
+            "spec": { "ports": [port] }
+        }))
+        .unwrap();
+        apply(
+            &Api::<Service>::default_namespaced(self.client.clone()),
+            &svc,
+        )
+        .await;
+        for (i, backend) in backends.iter().enumerate() {
+            self.set_slice(name, &format!("{name}-{i}"), port_name, backend.addr, true)
+                .await;
+        }
+    }
+
+    /// Creates or replaces the EndpointSlice `slice` of Service `service` with one endpoint.
+    pub async fn set_slice(
+        &self,
+        service: &str,
+        slice: &str,
+        port_name: &str,
+        addr: SocketAddr,
+        ready: bool,
+    ) {
+        let es: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": { "name": slice, "labels": { "kubernetes.io/service-name": service } },
+            "addressType": "IPv4",
+            "ports": [{ "name": port_name, "port": addr.port(), "protocol": "TCP" }],
+            "endpoints": [{ "addresses": [addr.ip().to_string()], "conditions": { "ready": ready } }]
+        }))
+        .unwrap();
+        apply(
+            &Api::<EndpointSlice>::default_namespaced(self.client.clone()),
+            &es,
+        )
+        .await;
+    }
+
+    pub async fn delete_slice(&self, slice: &str) {
+        Api::<EndpointSlice>::default_namespaced(self.client.clone())
+            .delete(slice, &DeleteParams::default())
+            .await
+            .expect("slice deleted");
+    }
+}
+
+/// Server-side apply of `obj`.
+pub async fn apply<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().expect("named");
+    api.patch(
+        &name,
+        &PatchParams::apply("interceptor-tests").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .expect("apply succeeds");
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub async fn read(response: Response<Incoming>) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A small HTTP backend on a loopback address.
+///
+/// Answers with a JSON echo (`backend`, `host`, `path`, `headers`, `version`). `/hold…` waits
+/// until [`TestBackend::release`]; `/sleep/<ms>` answers after that many milliseconds;
+/// `/status/<code>` answers with that code.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub held: Arc<AtomicUsize>,
+    release: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestBackend {
+    pub async fn start(name: &str) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, false).await
+    }
+
+    pub async fn start_h2c(name: &str) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, true).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str, h2c: bool) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("backend binds");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (release, release_rx) = watch::channel(false);
+        let state = (name.to_owned(), hits.clone(), held.clone(), release_rx);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| respond(state.clone(), req));
+                    let io = TokioIo::new(stream);
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if h2c {
+                        builder = builder.http2_only();
+                    } else {
+                        builder = builder.http1_only();
+                    }
+                    let _ = builder.serve_connection(io, service).await;
+                });
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            addr,
+            hits,
+            held,
+            release,
+            task,
+        }
+    }
+
+    /// Lets every held request (now and later) finish.
+    pub fn release(&self) {
+        let _ = self.release.send(true);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+type BackendState = (
+    String,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    watch::Receiver<bool>,
+);
+
+async fn respond(
+    state: BackendState,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (name, hits, held, mut release) = state;
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let mut status = StatusCode::OK;
+    if path.starts_with("/hold") {
+        held.fetch_add(1, Ordering::SeqCst);
+        let _ = release.wait_for(|r| *r).await;
+        held.fetch_sub(1, Ordering::SeqCst);
+    } else if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+    }
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
+        .collect();
+    let version = format!("{:?}", req.version());
+    let body_bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body = json!({
+        "backend": name,
+        "path": path,
+        "headers": headers,
+        "version": version,
+        "bodyLen": body_bytes.len(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("connection", http::HeaderValue::from_static("keep-alive"));
+    response
+        .headers_mut()
+        .insert("x-backend", http::HeaderValue::from_str(&name).unwrap());
+    Ok(response)
+}
+
+/// An HTTPScaledObject routing `hosts` (and optional path prefixes) to `service` port `port`.
+pub fn hso(name: &str, hosts: &[&str], paths: &[&str], service: &str, port: Value) -> Value {
+    let mut target =
+        json!({ "name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service });
+    match port {
+        Value::String(s) => target["portName"] = json!(s),
+        other => target["port"] = other,
+    }
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+        "metadata": { "name": name },
+        "spec": { "hosts": hosts, "pathPrefixes": paths, "scaleTargetRef": target }
+    })
+}
