@@ -68,14 +68,23 @@ async fn start_sim(common: &Common, interceptors: usize) -> anyhow::Result<SimSy
     if matches!(common.cluster, Cluster::Kind) {
         bail!("the demo runs on the simulated cluster only; use --cluster sim");
     }
-    SimSystem::start(SimOptions {
+    let options = SimOptions {
         bin_dir: common.bin_dir.clone(),
         crd_dir: common.crd_dir.clone(),
         work_dir: common.work_dir.clone(),
         interceptors,
-    })
-    .await
-    .context("starting the system on the simulated cluster")
+    };
+    match SimSystem::start(options.clone()).await {
+        Ok(system) => Ok(system),
+        Err(first) => {
+            // Component ports are picked free and then bound by the component, so another
+            // process can take one in between; that race is the harness's, not the product's.
+            println!("starting the system failed, retrying once: {first:#}");
+            SimSystem::start(options)
+                .await
+                .context("starting the system on the simulated cluster")
+        }
+    }
 }
 
 /// Runs `selected` on the kind cluster of the default kubeconfig, where `cargo xtask e2e

@@ -159,9 +159,28 @@ impl Interceptor {
             "proxy",
             proxy_listener,
             Arc::new(proxy_builder),
-            move |remote| {
-                let proxy = proxy.clone();
-                service_fn(move |req: hyper::Request<Incoming>| proxy.clone().handle(remote, req))
+            {
+                let draining = draining.clone();
+                move |remote| {
+                    let (proxy, draining) = (proxy.clone(), draining.clone());
+                    service_fn(move |req: hyper::Request<Incoming>| {
+                        let (proxy, draining) = (proxy.clone(), draining.clone());
+                        async move {
+                            let http1 = req.version() < hyper::Version::HTTP_2;
+                            let mut response = proxy.handle(remote, req).await?;
+                            // While draining, every HTTP/1 response closes its connection, so
+                            // clients stop reusing it before the listener closes; closing an idle
+                            // keep-alive connection later could race a request being sent on it.
+                            if http1 && draining.load(Ordering::Acquire) {
+                                response.headers_mut().insert(
+                                    hyper::header::CONNECTION,
+                                    hyper::header::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    })
+                }
             },
             stop_proxy.subscribe(),
             stop_all.subscribe(),

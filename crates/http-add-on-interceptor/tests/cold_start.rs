@@ -450,6 +450,26 @@ async fn keeps_routing_while_the_api_server_is_down_and_resumes_watches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_closes_keep_alive_connections_after_their_response() {
+    let w = World::start().await;
+    let a = TestBackend::start("a").await;
+    w.expose("svc", "http", &[&a]).await;
+    w.apply_hso(hso("app", &["drain.test"], &[], "svc", json!(80)))
+        .await;
+    w.wait_routed("drain.test", "/").await;
+    let before = w.get("drain.test", "/").await;
+    assert_ne!(before.header("connection"), Some("close"));
+    w.interceptor.begin_draining();
+    let during = w.get("drain.test", "/").await;
+    assert_eq!(during.status, StatusCode::OK);
+    assert_eq!(
+        during.header("connection"),
+        Some("close"),
+        "clients must stop reusing connections before the listener closes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let w = World::with_config(Config {
         shutdown_delay: Duration::from_millis(300),
