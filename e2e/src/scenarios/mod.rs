@@ -28,39 +28,27 @@ pub fn all() -> Vec<Scenario> {
 
 /// Waits until every interceptor knows route `key` (`<ns>/<name>`), via their `/queue`.
 pub async fn wait_route_known(tb: &Testbed, key: &str) -> anyhow::Result<()> {
-    let http = HttpClient::new(Duration::from_secs(2));
-    let admins = tb.control.interceptor_admins();
-    wait::until(
-        &format!("every interceptor to route {key}"),
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            for admin in &admins {
-                let reply = http.get(*admin, "localhost", "/queue", &[]).await?;
-                let counts: QueueCounts = serde_json::from_slice(&reply.body)?;
-                if !counts.contains_key(key) {
-                    return Ok(None);
-                }
-            }
-            Ok(Some(()))
-        },
-    )
-    .await
+    wait_route(tb, key, true).await
 }
 
 /// Waits until every interceptor has forgotten route `key`.
 pub async fn wait_route_gone(tb: &Testbed, key: &str) -> anyhow::Result<()> {
+    wait_route(tb, key, false).await
+}
+
+async fn wait_route(tb: &Testbed, key: &str, known: bool) -> anyhow::Result<()> {
     let http = HttpClient::new(Duration::from_secs(2));
     let admins = tb.control.interceptor_admins();
+    let what = if known { "route" } else { "drop" };
     wait::until(
-        &format!("every interceptor to drop {key}"),
+        &format!("every interceptor to {what} {key}"),
         Duration::from_secs(20),
         Duration::from_millis(50),
         || async {
             for admin in &admins {
                 let reply = http.get(*admin, "localhost", "/queue", &[]).await?;
                 let counts: QueueCounts = serde_json::from_slice(&reply.body)?;
-                if counts.contains_key(key) {
+                if counts.contains_key(key) != known {
                     return Ok(None);
                 }
             }
