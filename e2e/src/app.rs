@@ -15,11 +15,31 @@ use serde_json::json;
 use crate::testbed::Testbed;
 use crate::wait;
 
-/// Image of the sample app on real clusters; the simulated cluster runs its built-in echo app
-/// whatever the image says.
-pub const ECHO_IMAGE: &str = "ghcr.io/kedacore/http-add-on-e2e-echo:latest";
+/// Published image of the sample app on real clusters: the `echo` binary of `http-add-on-sim`
+/// (the `e2e-echo` target of the root `Dockerfile`), as the release of this version pushes it.
+/// The simulated cluster runs the same app built in, whatever the image says.
+pub const ECHO_IMAGE: &str = concat!(
+    "ghcr.io/kedacore/http-add-on-rs/e2e-echo:",
+    env!("CARGO_PKG_VERSION")
+);
+/// Environment variable overriding [`ECHO_IMAGE`] (`cargo xtask e2e --cluster kind` sets it to
+/// the image it built and loaded into the cluster).
+pub const ECHO_IMAGE_ENV: &str = "E2E_ECHO_IMAGE";
+/// Pod annotation of the simulated cluster: the app's start-up delay (Go duration).
+pub const STARTUP_DELAY_ANNOTATION: &str = "sim.http.keda.sh/startup-delay";
+/// Pod annotation of the simulated cluster: the delay added to every response (Go duration).
+pub const RESPONSE_DELAY_ANNOTATION: &str = "sim.http.keda.sh/response-delay";
 /// Field manager of everything the suite applies.
 pub const FIELD_MANAGER: &str = "http-add-on-e2e";
+
+/// Image of the sample app: `$E2E_ECHO_IMAGE` when set and not empty, else [`ECHO_IMAGE`].
+pub fn echo_image() -> String {
+    std::env::var(ECHO_IMAGE_ENV)
+        .ok()
+        .map(|image| image.trim().to_owned())
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| ECHO_IMAGE.to_owned())
+}
 
 /// Creates namespace `name` (fails if it exists, so scenarios never share one).
 pub async fn create_namespace(tb: &Testbed, name: &str) -> anyhow::Result<()> {
@@ -46,9 +66,11 @@ pub struct App {
     pub name: String,
     /// Initial replicas.
     pub replicas: i32,
-    /// Time a pod takes to become ready (sim annotation).
+    /// Time a pod takes to become ready (sim annotation, passed to the echo image as
+    /// `ECHO_STARTUP_DELAY` on real clusters).
     pub startup_delay: Option<String>,
-    /// Delay added to every response (sim annotation).
+    /// Delay added to every response (sim annotation, passed to the echo image as
+    /// `ECHO_RESPONSE_DELAY` on real clusters).
     pub response_delay: Option<String>,
     /// Service port.
     pub port: i32,
@@ -87,14 +109,36 @@ impl App {
 
     /// Applies the Deployment and the Service.
     pub async fn deploy(&self, tb: &Testbed) -> anyhow::Result<()> {
+        apply::<Deployment>(tb, &self.namespace, &self.name, self.deployment()).await?;
+        apply::<Service>(tb, &self.namespace, &self.name, self.service()).await?;
+        Ok(())
+    }
+
+    /// The Deployment manifest. The delays are pod annotations, which the simulated kubelet
+    /// reads; on real clusters the downward API hands them to the echo image as environment
+    /// variables (an empty string when the annotation is absent, which the image reads as none).
+    pub fn deployment(&self) -> serde_json::Value {
         let mut annotations = BTreeMap::new();
         if let Some(d) = &self.startup_delay {
-            annotations.insert("sim.http.keda.sh/startup-delay", d.as_str());
+            annotations.insert(STARTUP_DELAY_ANNOTATION, d.as_str());
         }
         if let Some(d) = &self.response_delay {
-            annotations.insert("sim.http.keda.sh/response-delay", d.as_str());
+            annotations.insert(RESPONSE_DELAY_ANNOTATION, d.as_str());
         }
-        let deployment = json!({
+        let env = [
+            env_from_field("POD_NAME", "metadata.name".into()),
+            env_from_field("POD_NAMESPACE", "metadata.namespace".into()),
+            env_from_field("POD_IP", "status.podIP".into()),
+            env_from_field(
+                "ECHO_STARTUP_DELAY",
+                format!("metadata.annotations['{STARTUP_DELAY_ANNOTATION}']"),
+            ),
+            env_from_field(
+                "ECHO_RESPONSE_DELAY",
+                format!("metadata.annotations['{RESPONSE_DELAY_ANNOTATION}']"),
+            ),
+        ];
+        json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": {
@@ -103,25 +147,34 @@ impl App {
                 "template": {
                     "metadata": {"labels": {"app": self.name}, "annotations": annotations},
                     "spec": {"containers": [{
-                        "name": "app", "image": ECHO_IMAGE,
+                        "name": "app", "image": echo_image(),
+                        // A kind node has the image only because it was loaded there.
+                        "imagePullPolicy": "IfNotPresent",
+                        "env": env,
                         "ports": [{"name": "http", "containerPort": 8080}],
                         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
                     }]}
                 }
             }
-        });
-        let service = json!({
+        })
+    }
+
+    /// The Service manifest: port `http` to the pods' port `http`.
+    pub fn service(&self) -> serde_json::Value {
+        json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": {
                 "selector": {"app": self.name},
                 "ports": [{"name": "http", "port": self.port, "targetPort": "http"}]
             }
-        });
-        apply::<Deployment>(tb, &self.namespace, &self.name, deployment).await?;
-        apply::<Service>(tb, &self.namespace, &self.name, service).await?;
-        Ok(())
+        })
     }
+}
+
+/// A container environment variable set from a pod field (the downward API).
+fn env_from_field(name: &str, field_path: String) -> serde_json::Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}})
 }
 
 /// Server-side applies `object` (a full manifest) as the suite's field manager.
@@ -257,4 +310,48 @@ pub async fn wait_scaled_object(
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_image_is_a_pinned_published_reference() {
+        // `latest` would make a kind node pull instead of using the loaded image.
+        assert!(!ECHO_IMAGE.ends_with(":latest"), "{ECHO_IMAGE}");
+        assert!(ECHO_IMAGE.contains("/e2e-echo:"), "{ECHO_IMAGE}");
+    }
+
+    #[test]
+    fn the_deployment_hands_identity_and_delays_to_the_echo_image() {
+        let app = App::new("ns", "app").startup_delay("1s");
+        let deployment: Deployment = serde_json::from_value(app.deployment()).unwrap();
+        let template = deployment.spec.unwrap().template;
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[STARTUP_DELAY_ANNOTATION], "1s");
+        assert!(!annotations.contains_key(RESPONSE_DELAY_ANNOTATION));
+        let container = &template.spec.unwrap().containers[0];
+        assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let field_paths: BTreeMap<_, _> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|var| {
+                let field = var.value_from.as_ref().and_then(|v| v.field_ref.as_ref());
+                (var.name.as_str(), field.unwrap().field_path.as_str())
+            })
+            .collect();
+        assert_eq!(field_paths["POD_NAME"], "metadata.name");
+        assert_eq!(field_paths["POD_NAMESPACE"], "metadata.namespace");
+        assert_eq!(field_paths["POD_IP"], "status.podIP");
+        assert_eq!(
+            field_paths["ECHO_STARTUP_DELAY"],
+            "metadata.annotations['sim.http.keda.sh/startup-delay']"
+        );
+        assert_eq!(
+            field_paths["ECHO_RESPONSE_DELAY"],
+            "metadata.annotations['sim.http.keda.sh/response-delay']"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask images [--tag T] [--platform P] [--push]`: the three component images, built
-//! from the root `Dockerfile` (one target per component) with docker buildx.
+//! `cargo xtask images [--tag T] [--platform P] [--push]`: the three component images and the
+//! e2e suite's sample app image `<repository>/e2e-echo` (the `echo` binary of `http-add-on-sim`),
+//! built from the root `Dockerfile` (one target per image) with docker buildx.
 
 use std::process::Command;
 
@@ -9,6 +10,12 @@ use crate::workspace_root;
 
 /// The components, which are also the Dockerfile's targets and the images' last path segment.
 pub(crate) const COMPONENTS: [&str; 3] = ["operator", "interceptor", "scaler"];
+
+/// The e2e suite's sample app: Dockerfile target and image's last path segment.
+pub(crate) const E2E_ECHO: &str = "e2e-echo";
+
+/// Every image this command builds: the components, then the e2e sample app.
+pub(crate) const IMAGES: [&str; 4] = [COMPONENTS[0], COMPONENTS[1], COMPONENTS[2], E2E_ECHO];
 
 /// Default image repository prefix (the chart's `images.*` defaults).
 pub(crate) const DEFAULT_REPOSITORY: &str = "ghcr.io/kedacore/http-add-on-rs";
@@ -21,12 +28,12 @@ pub(crate) fn repository() -> String {
         .unwrap_or_else(|| DEFAULT_REPOSITORY.to_owned())
 }
 
-/// The image reference of `component` at `tag`.
+/// The image reference of `component` (one of [`IMAGES`]) at `tag`.
 pub(crate) fn image(component: &str, tag: &str) -> String {
     format!("{}/{component}:{tag}", repository())
 }
 
-/// Builds (and with `push`, pushes) every component image for `platforms` (comma-separated,
+/// Builds (and with `push`, pushes) every image of [`IMAGES`] for `platforms` (comma-separated,
 /// e.g. `linux/amd64,linux/arm64`). Without `push` the images are loaded into the local docker,
 /// which holds a single platform only.
 pub(crate) fn run(tag: &str, platforms: &str, push: bool) -> anyhow::Result<()> {
@@ -42,12 +49,12 @@ pub(crate) fn run(tag: &str, platforms: &str, push: bool) -> anyhow::Result<()> 
              pass a single platform, or --push to publish a multi-platform image"
         );
     }
-    for component in COMPONENTS {
-        let reference = image(component, tag);
+    for target in IMAGES {
+        let reference = image(target, tag);
         let mut cmd = Command::new("docker");
         cmd.current_dir(workspace_root())
             .args(["buildx", "build", "--file", "Dockerfile"])
-            .args(["--target", component])
+            .args(["--target", target])
             .args(["--platform", platforms])
             .args(["--tag", &reference])
             .arg(if push { "--push" } else { "--load" })
@@ -118,13 +125,28 @@ mod tests {
     }
 
     #[test]
-    fn every_component_has_a_dockerfile_target() {
+    fn every_image_has_a_dockerfile_target() {
         let dockerfile = std::fs::read_to_string(workspace_root().join("Dockerfile")).unwrap();
-        for component in COMPONENTS {
+        for target in IMAGES {
             assert!(
-                dockerfile.contains(&format!(" AS {component}\n")),
-                "Dockerfile has no target {component}"
+                dockerfile.contains(&format!(" AS {target}\n")),
+                "Dockerfile has no target {target}"
             );
         }
+        assert!(
+            dockerfile.contains("--bin echo"),
+            "the e2e-echo image runs the sim's echo binary"
+        );
+    }
+
+    #[test]
+    fn the_e2e_suite_defaults_to_the_published_echo_image() {
+        // e2e/src/app.rs `ECHO_IMAGE`: what a release publishes, tagged with the version.
+        let app = std::fs::read_to_string(workspace_root().join("e2e/src/app.rs")).unwrap();
+        let published = format!("\"{DEFAULT_REPOSITORY}/{E2E_ECHO}:\",");
+        assert!(
+            app.contains(&published),
+            "ECHO_IMAGE is not {published}<version>"
+        );
     }
 }

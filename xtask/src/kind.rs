@@ -2,9 +2,11 @@
 //! on a real Kubernetes cluster in docker (kind), with KEDA from its public chart and the add-on
 //! from our umbrella chart, using images built from this checkout.
 //!
-//! Steps: create (or reuse) the cluster → install KEDA → build the images and `kind load` them →
-//! `helm upgrade --install` the chart → run `http-add-on-e2e run --cluster kind` → on failure dump
-//! pods, events and logs → delete the cluster unless `--keep` (a reused cluster is kept).
+//! Steps: create (or reuse) the cluster → install KEDA → build the images (the components and
+//! the sample app `e2e-echo`) and `kind load` them → `helm upgrade --install` the chart → run
+//! `http-add-on-e2e run --cluster kind` with `E2E_ECHO_IMAGE` naming the loaded sample app image
+//! → on failure dump pods, events and logs → delete the cluster unless `--keep` (a reused
+//! cluster is kept).
 //!
 //! Environment: `KIND_CLUSTER_NAME` (default `http-add-on-e2e`), `KEDA_CHART_VERSION` (default:
 //! the chart repository's latest), `IMAGE_REPOSITORY` (see `cargo xtask images`).
@@ -14,13 +16,16 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::images::{self, COMPONENTS, require_tool, run_command};
+use crate::images::{self, COMPONENTS, E2E_ECHO, IMAGES, require_tool, run_command};
 use crate::{cargo, chart, workspace_root};
 
 /// Namespace of KEDA and of the add-on (as the e2e suite expects).
 const NAMESPACE: &str = "keda";
-/// Tag of the images built for the run (loaded into kind, never pushed).
+/// Tag of the images built for the run (loaded into kind, never pushed). Not `latest`, so that
+/// the node uses the loaded image rather than pulling.
 const IMAGE_TAG: &str = "e2e";
+/// The e2e suite's variable naming its sample app image (`e2e/src/app.rs`).
+const ECHO_IMAGE_ENV: &str = "E2E_ECHO_IMAGE";
 /// Interceptor replicas the suite expects (the resilience scenarios need two).
 const INTERCEPTORS: usize = 2;
 /// KEDA's public Helm chart repository.
@@ -159,14 +164,8 @@ fn install_and_test(
 
     // Our images, built for this machine's platform and loaded into the cluster's node.
     images::run(IMAGE_TAG, native_platform(), false)?;
-    for component in COMPONENTS {
-        run_command(Command::new("kind").args([
-            "load",
-            "docker-image",
-            "--name",
-            name,
-            &images::image(component, IMAGE_TAG),
-        ]))?;
+    for mut load in load_commands(name) {
+        run_command(&mut load)?;
     }
 
     // The umbrella chart with those images.
@@ -205,10 +204,29 @@ fn install_and_test(
             .context("non-UTF-8 workspace path")?,
     );
     suite
+        .env(ECHO_IMAGE_ENV, echo_image())
         .args(["run", "--cluster", "kind", "--work-dir"])
         .arg(work_dir)
         .args(filters);
     run_command(&mut suite).context("the end-to-end suite failed on kind")
+}
+
+/// `kind load docker-image` of every image `cargo xtask images` builds, into cluster `name`.
+fn load_commands(name: &str) -> Vec<Command> {
+    IMAGES
+        .iter()
+        .map(|target| {
+            let mut load = Command::new("kind");
+            load.args(["load", "docker-image", "--name", name])
+                .arg(images::image(target, IMAGE_TAG));
+            load
+        })
+        .collect()
+}
+
+/// The sample app image the suite deploys: the one built and loaded for the run.
+fn echo_image() -> String {
+    images::image(E2E_ECHO, IMAGE_TAG)
 }
 
 /// `linux/amd64` or `linux/arm64`, as this machine runs (kind's node has the host's arch).
@@ -297,6 +315,44 @@ mod tests {
     #[test]
     fn the_native_platform_is_a_linux_platform() {
         assert!(native_platform().starts_with("linux/"));
+    }
+
+    /// The image references `kind load` gets.
+    fn loaded_images() -> Vec<String> {
+        load_commands("c")
+            .iter()
+            .map(|load| {
+                let args: Vec<_> = load.get_args().map(|a| a.to_string_lossy()).collect();
+                assert_eq!(args[..4], ["load", "docker-image", "--name", "c"]);
+                args[4].clone().into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_image_built_is_loaded_into_kind() {
+        let loaded = loaded_images();
+        for target in IMAGES {
+            let reference = images::image(target, IMAGE_TAG);
+            assert!(loaded.contains(&reference), "{reference} is not loaded");
+        }
+        // The chart's components are among them.
+        assert!(COMPONENTS.iter().all(|c| IMAGES.contains(c)));
+    }
+
+    #[test]
+    fn the_suite_deploys_the_loaded_echo_image() {
+        let echo = echo_image();
+        assert!(loaded_images().contains(&echo), "{echo} is not loaded");
+        assert!(echo.contains("/e2e-echo:"), "{echo}");
+        // With `latest` the node would try to pull the image instead of using the loaded one.
+        assert!(!echo.ends_with(":latest"), "{echo}");
+    }
+
+    #[test]
+    fn the_echo_image_variable_is_the_suites() {
+        let app = std::fs::read_to_string(workspace_root().join("e2e/src/app.rs")).unwrap();
+        assert!(app.contains(&format!("ECHO_IMAGE_ENV: &str = \"{ECHO_IMAGE_ENV}\";")));
     }
 
     #[test]

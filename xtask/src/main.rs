@@ -53,7 +53,8 @@ enum Cmd {
         #[command(subcommand)]
         command: ChartCmd,
     },
-    /// Build the component images with docker buildx (from the root Dockerfile).
+    /// Build the component images and the e2e sample app image `e2e-echo` with docker buildx
+    /// (from the root Dockerfile).
     Images {
         /// Image tag.
         #[arg(long, default_value = "dev")]

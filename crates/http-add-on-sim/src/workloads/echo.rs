@@ -1,5 +1,8 @@
 //! The built-in HTTP app every simulated pod runs: it echoes a JSON description of the request
 //! and understands `/status/<code>` and `/delay/<duration>`.
+//!
+//! The same app runs on real clusters as the `echo` binary (`src/bin/echo.rs`, the e2e suite's
+//! sample app image), through [`PodIdentity`] and [`serve`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,17 +29,17 @@ const MAX_ECHOED_BODY: usize = 1 << 20;
 
 /// What the app knows about the pod it runs in.
 #[derive(Debug, Clone)]
-pub(crate) struct PodIdentity {
+pub struct PodIdentity {
     /// Pod name.
-    pub(crate) name: String,
+    pub name: String,
     /// Pod namespace.
-    pub(crate) namespace: String,
+    pub namespace: String,
     /// Pod IP the app listens on.
-    pub(crate) ip: String,
+    pub ip: String,
     /// Added before every response (`sim.http.keda.sh/response-delay`).
-    pub(crate) response_delay: Duration,
+    pub response_delay: Duration,
     /// Number of requests being handled right now.
-    pub(crate) in_flight: watch::Sender<usize>,
+    pub in_flight: watch::Sender<usize>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -164,11 +167,7 @@ async fn handle(
 /// GOAWAY), and only then does the listener close. Connections that arrive while draining (from
 /// a client whose endpoint list lags) are still served one request each. Returns when every
 /// connection is closed.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    pod: Arc<PodIdentity>,
-    mut drain: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, pod: Arc<PodIdentity>, mut drain: watch::Receiver<bool>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     // Connections accepted before the drain: told to shut down gracefully when it starts.
     let mut established = JoinSet::new();

@@ -29,7 +29,7 @@
 //! Service).
 
 mod deployment;
-mod echo;
+pub mod echo;
 mod endpointslice;
 mod informer;
 mod kubelet;
