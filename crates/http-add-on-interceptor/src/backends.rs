@@ -6,14 +6,16 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// `appProtocol` of a Service port whose backends speak HTTP/2 without TLS.
@@ -54,6 +56,8 @@ pub struct Upstream {
     addr: SocketAddr,
     authority: Authority,
     outstanding: AtomicUsize,
+    /// Idle keep-alive connections of the HTTP/1.1 fast path.
+    idle: Mutex<Vec<TcpStream>>,
 }
 
 impl Upstream {
@@ -69,6 +73,7 @@ impl Upstream {
                 .parse()
                 .unwrap_or_else(|_| Authority::from_static("invalid")),
             outstanding: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -85,6 +90,29 @@ impl Upstream {
     /// Requests currently sent to this upstream and not yet finished.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// An idle pooled connection that still looks open (no pending data or EOF), if any.
+    pub fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Some(stream) = idle.pop() {
+            // An idle connection is readable only when the peer closed it (or misbehaved).
+            // Readiness comes from the event loop, so this check costs no system call.
+            if stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(stream);
+            }
+            tracing::debug!(upstream = %self.addr, "dropping an idle connection that became readable");
+        }
+        None
+    }
+
+    /// Returns a connection to the idle pool, keeping at most `max` idle connections.
+    pub fn put_idle(&self, stream: TcpStream, max: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < max {
+            idle.push(stream);
+        }
     }
 
     /// Counts a request to this upstream until the guard drops.
@@ -152,6 +180,12 @@ impl Backend {
     /// The current state.
     pub fn state(&self) -> Arc<BackendState> {
         self.state.load_full()
+    }
+
+    /// Whether a ready endpoint exists and it speaks HTTP/1.1 (what the fast path serves).
+    pub fn is_ready_http1(&self) -> bool {
+        let state = self.state.load();
+        !state.endpoints.is_empty() && !state.h2c
     }
 
     /// Whether a ready endpoint exists.

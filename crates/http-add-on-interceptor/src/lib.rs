@@ -14,6 +14,8 @@ pub mod admin;
 pub mod backends;
 pub mod config;
 pub mod counts;
+mod fast;
+mod framing;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
@@ -154,34 +156,12 @@ impl Interceptor {
             table,
             table_changed,
             metrics.clone(),
+            draining.clone(),
         ));
-        tasks.push(tokio::spawn(serve(
-            "proxy",
+        tasks.push(tokio::spawn(serve_proxy(
             proxy_listener,
+            proxy,
             Arc::new(proxy_builder),
-            {
-                let draining = draining.clone();
-                move |remote| {
-                    let (proxy, draining) = (proxy.clone(), draining.clone());
-                    service_fn(move |req: hyper::Request<Incoming>| {
-                        let (proxy, draining) = (proxy.clone(), draining.clone());
-                        async move {
-                            let http1 = req.version() < hyper::Version::HTTP_2;
-                            let mut response = proxy.handle(remote, req).await?;
-                            // While draining, every HTTP/1 response closes its connection, so
-                            // clients stop reusing it before the listener closes; closing an idle
-                            // keep-alive connection later could race a request being sent on it.
-                            if http1 && draining.load(Ordering::Acquire) {
-                                response.headers_mut().insert(
-                                    hyper::header::CONNECTION,
-                                    hyper::header::HeaderValue::from_static("close"),
-                                );
-                            }
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    })
-                }
-            },
             stop_proxy.subscribe(),
             stop_all.subscribe(),
             proxy_conns.subscribe(),
@@ -366,45 +346,125 @@ async fn serve<M, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        let (stream, remote) = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(what, %error, "accept failed");
-                    // Typically EMFILE: give the process a moment to free descriptors.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let Some((stream, remote)) = accept(&listener, &mut stop, what).await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let service = make(remote);
         let builder = builder.clone();
-        let mut stop = stop.clone();
-        let mut force = force.clone();
+        let (stop, force) = (stop.clone(), force.clone());
         let token = conns.clone();
         tokio::spawn(async move {
             let _token = token;
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        result = conn.as_mut() => result,
-                        _ = stopped(&mut force) => Ok(()),
-                    }
-                }
+            drive(
+                what,
+                remote,
+                &builder,
+                TokioIo::new(stream),
+                service,
+                stop,
+                force,
+            )
+            .await;
+        });
+    }
+    drop(listener);
+}
+
+/// Accepts proxy connections until `stop`: each is served on the HTTP/1.1 fast path first and
+/// handed to hyper (with the bytes already read) when it needs the general path.
+async fn serve_proxy(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    conns: watch::Receiver<()>,
+) {
+    loop {
+        let Some((stream, remote)) = accept(&listener, &mut stop, "proxy").await else {
+            break;
+        };
+        let (proxy, builder) = (proxy.clone(), builder.clone());
+        let (mut stop, mut force) = (stop.clone(), force.clone());
+        let token = conns.clone();
+        tokio::spawn(async move {
+            let _token = token;
+            let outcome = tokio::select! {
+                outcome = fast::serve(&proxy, stream, remote, &mut stop) => outcome,
+                _ = stopped(&mut force) => return,
             };
-            if let Err(error) = result {
-                tracing::debug!(what, %remote, %error, "connection ended with an error");
+            if let fast::Outcome::HandOff { stream, buffered } = outcome {
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                    proxy.clone().handle(remote, req)
+                });
+                let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
+                drive("proxy", remote, &builder, io, service, stop, force).await;
             }
         });
     }
     drop(listener);
+}
+
+/// The next accepted connection (with `TCP_NODELAY` set), or `None` once `stop` fires.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(stop) => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, remote));
+                }
+                Err(error) => {
+                    tracing::warn!(what, %error, "accept failed");
+                    // Typically EMFILE: give the process a moment to free descriptors.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves one connection with hyper until it ends; on `stop` it shuts down gracefully, on
+/// `force` it is dropped.
+async fn drive<I, S, B>(
+    what: &'static str,
+    remote: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+    mut force: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stopped(&mut force) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(what, %remote, %error, "connection ended with an error");
+    }
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).

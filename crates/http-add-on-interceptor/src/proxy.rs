@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,13 +21,13 @@ use tokio::time::Instant;
 
 use crate::backends::{Backend, Outstanding, Readiness, Upstream};
 use crate::config::Config;
-use crate::counts::InFlight;
+use crate::counts::{InFlight, RouteCounter};
 use crate::headers::{self, COLD_START};
 use crate::metrics::{Metrics, method_label};
 use crate::routes::{RouteEntry, StaticReply, Table};
 
 /// How many endpoints a request tries when connecting fails before it was sent.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+pub(crate) const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// Errors forwarding a body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -100,14 +101,28 @@ struct Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let counter = self.in_flight.counter();
-        let elapsed = self.start.elapsed();
-        if self.status == 200 && self.method == "GET" {
-            counter.get_ok().record(elapsed);
-        } else {
-            self.metrics
-                .record_request(counter.labels(), self.method, self.status, elapsed);
-        }
+        record(
+            &self.metrics,
+            self.in_flight.counter(),
+            self.method,
+            self.status,
+            self.start.elapsed(),
+        );
+    }
+}
+
+/// Records one finished request of `counter`'s route in the request metrics.
+pub(crate) fn record(
+    metrics: &Metrics,
+    counter: &RouteCounter,
+    method: &'static str,
+    status: u16,
+    elapsed: Duration,
+) {
+    if status == 200 && method == "GET" {
+        counter.get_ok().record(elapsed);
+    } else {
+        metrics.record_request(counter.labels(), method, status, elapsed);
     }
 }
 
@@ -160,10 +175,12 @@ type HttpClient = Client<HttpConnector, OutBody>;
 
 /// Shared state of the proxy listener.
 pub struct Proxy {
-    table: Arc<Table>,
+    pub(crate) table: Arc<Table>,
     table_changed: Arc<tokio::sync::Notify>,
-    metrics: Arc<Metrics>,
-    config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: Config,
+    /// Set when shutting down: HTTP/1 responses then close their connection.
+    pub(crate) draining: Arc<AtomicBool>,
     http1: HttpClient,
     h2c: HttpClient,
 }
@@ -203,12 +220,14 @@ enum Failure {
 }
 
 impl Proxy {
-    /// A proxy over `table`; `table_changed` is notified after every table swap.
+    /// A proxy over `table`; `table_changed` is notified after every table swap, `draining` is
+    /// set when shutdown begins.
     pub fn new(
         config: Config,
         table: Arc<Table>,
         table_changed: Arc<tokio::sync::Notify>,
         metrics: Arc<Metrics>,
+        draining: Arc<AtomicBool>,
     ) -> Self {
         let client = |h2c: bool| {
             let mut connector = HttpConnector::new();
@@ -231,6 +250,7 @@ impl Proxy {
             table_changed,
             metrics,
             config,
+            draining,
         }
     }
 
@@ -240,6 +260,20 @@ impl Proxy {
         remote: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let http1 = req.version() < Version::HTTP_2;
+        let mut response = self.route(remote, req).await;
+        // While draining, every HTTP/1 response closes its connection, so clients stop reusing
+        // it before the listener closes; closing an idle keep-alive connection later could race
+        // a request being sent on it.
+        if http1 && self.draining.load(Ordering::Acquire) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(response)
+    }
+
+    async fn route(&self, remote: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
@@ -261,7 +295,7 @@ impl Proxy {
             if self.config.log_requests {
                 tracing::info!(%remote, host, path = req.uri().path(), status = 404, "request");
             }
-            return Ok(plain(StatusCode::NOT_FOUND, message));
+            return plain(StatusCode::NOT_FOUND, message);
         };
 
         // Static routes answer without counting.
@@ -271,7 +305,7 @@ impl Proxy {
             .find(|s| s.matches(host, req.uri().path(), req.headers()))
             && (static_route.always || !entry.backend.has_ready())
         {
-            return Ok(static_response(&static_route.reply, req.uri().path()));
+            return static_response(&static_route.reply, req.uri().path());
         }
 
         let method = method_label(req.method());
@@ -306,13 +340,13 @@ impl Proxy {
             start,
         };
         let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
+        Response::from_parts(
             parts,
             ProxyBody {
                 inner: body.inner,
                 _done: Some(completion),
             },
-        ))
+        )
     }
 
     /// Waits for readiness as needed and forwards; returns the response, the outstanding guard

@@ -180,6 +180,19 @@ impl World {
         app_protocol: Option<&str>,
         backends: &[&TestBackend],
     ) {
+        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+        self.expose_addrs(name, port_name, app_protocol, &addrs)
+            .await;
+    }
+
+    /// Like [`World::expose_with`], for backends given by address.
+    pub async fn expose_addrs(
+        &self,
+        name: &str,
+        port_name: &str,
+        app_protocol: Option<&str>,
+        addrs: &[SocketAddr],
+    ) {
         let mut port = json!({ "name": port_name, "port": 80 });
         if let Some(p) = app_protocol {
             port["appProtocol"] = json!(p);
@@ -195,8 +208,8 @@ impl World {
             &svc,
         )
         .await;
-        for (i, backend) in backends.iter().enumerate() {
-            self.set_slice(name, &format!("{name}-{i}"), port_name, backend.addr, true)
+        for (i, addr) in addrs.iter().enumerate() {
+            self.set_slice(name, &format!("{name}-{i}"), port_name, *addr, true)
                 .await;
         }
     }

@@ -40,7 +40,7 @@ mod table;
 pub use conflict::RouteConflict;
 pub use key::RouteKey;
 pub use shared::SharedRouteTable;
-pub use table::RouteTable;
+pub use table::{RequestHeaders, RouteTable};
 
 /// Which kind of object a route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -128,7 +128,12 @@ impl<T> RouteTable<T> {
     ///
     /// `host` is the Host header (or URI authority) as received, port and all; `path` is the
     /// request path without the query string. Never allocates.
-    pub fn lookup(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Route<T>> {
+    pub fn lookup<H: RequestHeaders + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> Option<&Route<T>> {
         let path = if path.is_empty() { "/" } else { path }.as_bytes();
         let mut buf = [0; MAX_HOST_LEN];
         if let Some(host) = host::normalize_into(host, &mut buf) {
@@ -187,7 +192,12 @@ impl<T> RouteTable<T> {
     }
 
     /// The first candidate of `tier` matching `path` and `headers`.
-    fn find(&self, tier: &HostRoutes, path: &[u8], headers: &HeaderMap) -> Option<&Route<T>> {
+    fn find<H: RequestHeaders + ?Sized>(
+        &self,
+        tier: &HostRoutes,
+        path: &[u8],
+        headers: &H,
+    ) -> Option<&Route<T>> {
         match &tier.index {
             None => tier
                 .paths
@@ -203,11 +213,11 @@ impl<T> RouteTable<T> {
         }
     }
 
-    fn first_match(
+    fn first_match<H: RequestHeaders + ?Sized>(
         &self,
         tier: &HostRoutes,
         group: &PathGroup,
-        headers: &HeaderMap,
+        headers: &H,
     ) -> Option<&Route<T>> {
         tier.rules[group.start..group.end]
             .iter()
@@ -235,14 +245,29 @@ impl<T> fmt::Debug for RouteTable<T> {
 }
 
 impl CompiledRule {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    fn matches<H: RequestHeaders + ?Sized>(&self, headers: &H) -> bool {
         self.headers.iter().all(|matcher| match &matcher.value {
-            None => headers.contains_key(&matcher.name),
-            Some(value) => headers
-                .get_all(&matcher.name)
-                .iter()
-                .any(|got| got.as_bytes() == &**value),
+            None => headers.contains(&matcher.name),
+            Some(value) => headers.has_value(&matcher.name, value),
         })
+    }
+}
+
+/// Request headers a lookup matches routes' header rules against.
+pub trait RequestHeaders {
+    /// Whether a header named `name` is present.
+    fn contains(&self, name: &HeaderName) -> bool;
+    /// Whether any value of the header `name` equals `value` byte for byte.
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
+
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool {
+        self.get_all(name).iter().any(|got| got.as_bytes() == value)
     }
 }
 

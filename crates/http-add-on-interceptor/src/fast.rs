@@ -1,0 +1,965 @@
+//! The HTTP/1.1 fast path: plain keep-alive requests to warm backends, relayed in the
+//! connection's own task over pooled upstream connections.
+//!
+//! Most proxied traffic is a bodyless HTTP/1.1 request to a backend that has ready endpoints.
+//! For those, this module parses the request head in place, rewrites it into one buffer, sends
+//! it on an idle upstream connection of the least-loaded endpoint, and relays the response head
+//! and body byte for byte (the body is never decoded, only followed to its end). No task
+//! hand-offs, no channels, no per-request allocation on the common path.
+//!
+//! Everything else — HTTP/2, HTTP/1.0, request bodies, `Expect`, `Upgrade`, cold starts,
+//! static routes, Service-address routing, h2c backends, bad or oversized heads — hands the
+//! connection (with the bytes read so far) to the general hyper-based path for the rest of its
+//! life, so both paths answer the same way.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderName;
+use http_add_on_types::routing::RequestHeaders;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::backends::Upstream;
+use crate::framing::{Fed, Framing};
+use crate::metrics::method_label;
+use crate::proxy::{MAX_CONNECT_ATTEMPTS, Proxy, record};
+use crate::routes::RouteEntry;
+
+/// Header lines parsed in place; a head with more goes to the general path.
+const MAX_HEADERS: usize = 64;
+/// Bytes reserved before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Headers named in a request's `Connection` header that the fast path strips itself.
+const MAX_CONNECTION_NAMED: usize = 8;
+
+/// How a connection left the fast path.
+pub(crate) enum Outcome {
+    /// The connection is finished.
+    Done,
+    /// The general path serves the rest of the connection, starting with `buffered`.
+    HandOff {
+        /// The client connection.
+        stream: TcpStream,
+        /// Bytes read from it and not yet served.
+        buffered: Bytes,
+    },
+}
+
+/// Serves `stream` on the fast path until it closes or needs the general path.
+pub(crate) async fn serve(
+    proxy: &Proxy,
+    stream: TcpStream,
+    remote: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let mut conn = Conn {
+        client: stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        ubuf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(1024),
+        timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+        remote,
+        watch_client: true,
+    };
+    // One stop future for the connection's life (creating one per request costs more).
+    let mut stop_watch = stop.clone();
+    let mut stopping = std::pin::pin!(async move {
+        let _ = stop_watch.wait_for(|stopped| *stopped).await;
+    });
+    loop {
+        let head_len = match conn.read_head(proxy, stopping.as_mut()).await {
+            Head::Complete(len) => len,
+            Head::Closed => return Outcome::Done,
+            Head::General => return conn.hand_off(),
+        };
+        let plan = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(_)) => plan(proxy, remote, &request, &mut conn.out),
+                _ => Plan::General,
+            }
+        };
+        let next = match plan {
+            Plan::General => return conn.hand_off(),
+            Plan::Reply {
+                status,
+                message,
+                close,
+            } => {
+                conn.buf.advance(head_len);
+                write_plain(&mut conn.out, status, &message, close, false);
+                match conn.client.write_all(&conn.out).await {
+                    Ok(()) if !close => Next::KeepAlive,
+                    _ => Next::Close,
+                }
+            }
+            Plan::Forward(request) => {
+                conn.buf.advance(head_len);
+                conn.forward(proxy, request).await
+            }
+        };
+        if next == Next::Close || *stop.borrow() {
+            let _ = conn.client.shutdown().await;
+            return Outcome::Done;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+enum Head {
+    Complete(usize),
+    Closed,
+    General,
+}
+
+/// What to do with one parsed request head.
+enum Plan {
+    /// Not for the fast path.
+    General,
+    /// Answer locally.
+    Reply {
+        status: u16,
+        message: String,
+        close: bool,
+    },
+    /// Forward; the rewritten head is in the connection's `out` buffer.
+    Forward(Forward),
+}
+
+struct Forward {
+    entry: Arc<RouteEntry>,
+    method: &'static str,
+    /// `GET`, `HEAD`, … : may be resent on a fresh connection when a pooled one was stale.
+    idempotent: bool,
+    head: bool,
+    client_close: bool,
+}
+
+/// A request's header lines as the route table sees them.
+struct ParsedHeaders<'a, 'b>(&'a [httparse::Header<'b>]);
+
+impl RequestHeaders for ParsedHeaders<'_, '_> {
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.0
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+    }
+
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name.as_str()) && h.value == value)
+    }
+}
+
+fn is(name: &str, lower: &str) -> bool {
+    name.eq_ignore_ascii_case(lower)
+}
+
+/// Comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Decides how to serve `request`; for a forward, writes the upstream request head to `out`.
+fn plan(
+    proxy: &Proxy,
+    remote: SocketAddr,
+    request: &httparse::Request<'_, '_>,
+    out: &mut Vec<u8>,
+) -> Plan {
+    let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return Plan::General;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Plan::General;
+    }
+    let headers: &[httparse::Header<'_>] = request.headers;
+    let mut host: Option<&[u8]> = None;
+    let mut client_close = false;
+    let mut named: [&[u8]; MAX_CONNECTION_NAMED] = [&[]; MAX_CONNECTION_NAMED];
+    let mut named_len = 0;
+    let mut forwarded_for = false;
+    let (mut forwarded_proto, mut forwarded_host) = (false, false);
+    for h in headers {
+        let name = h.name;
+        if is(name, "host") {
+            if host.is_some() {
+                return Plan::General;
+            }
+            host = Some(h.value);
+        } else if is(name, "content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return Plan::General;
+            }
+        } else if is(name, "transfer-encoding") || is(name, "upgrade") || is(name, "expect") {
+            return Plan::General;
+        } else if is(name, "connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    client_close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Plan::General;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    if named_len == MAX_CONNECTION_NAMED {
+                        return Plan::General;
+                    }
+                    named[named_len] = token;
+                    named_len += 1;
+                }
+            }
+        } else if is(name, "x-forwarded-for") {
+            forwarded_for = true;
+        } else if is(name, "x-forwarded-proto") {
+            forwarded_proto = true;
+        } else if is(name, "x-forwarded-host") {
+            forwarded_host = true;
+        }
+    }
+    let Some(host_bytes) = host else {
+        return Plan::General;
+    };
+    let Ok(host) = std::str::from_utf8(host_bytes) else {
+        return Plan::General;
+    };
+    let route_path = path.split_once('?').map_or(path, |(p, _)| p);
+    let entry = {
+        let table = proxy.table.load();
+        match table.lookup(host, route_path, &ParsedHeaders(headers)) {
+            Some(route) => route.target.clone(),
+            None => {
+                if proxy.config.log_requests {
+                    tracing::info!(%remote, host, path = route_path, status = 404, "request");
+                }
+                return Plan::Reply {
+                    status: 404,
+                    message: format!("no route for host {host:?} and path {route_path:?}"),
+                    close: client_close,
+                };
+            }
+        }
+    };
+    if !entry.direct || !entry.static_routes.is_empty() || !entry.backend.is_ready_http1() {
+        return Plan::General;
+    }
+
+    // The upstream request head: hop-by-hop headers dropped, X-Forwarded-* added.
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in headers {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || is(name, "x-forwarded-for")
+            || named[..named_len]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if forwarded_for {
+        for h in headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    {
+        use std::io::Write;
+        let _ = write!(out, "{}\r\n", remote.ip());
+    }
+    if !forwarded_proto {
+        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    }
+    if !forwarded_host {
+        push_header(out, b"X-Forwarded-Host", host_bytes);
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Plan::Forward(Forward {
+        entry,
+        method: method_label_bytes(method),
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        head: method == "HEAD",
+        client_close,
+    })
+}
+
+fn method_label_bytes(method: &str) -> &'static str {
+    http::Method::from_bytes(method.as_bytes()).map_or("OTHER", |m| method_label(&m))
+}
+
+/// Request and response headers that apply to one connection only (RFC 9110 §7.6.1), apart
+/// from `Transfer-Encoding`, which the callers handle.
+fn is_hop_by_hop(name: &str) -> bool {
+    is(name, "connection")
+        || is(name, "keep-alive")
+        || is(name, "proxy-connection")
+        || is(name, "proxy-authenticate")
+        || is(name, "proxy-authorization")
+        || is(name, "te")
+        || is(name, "trailer")
+        || is(name, "upgrade")
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A complete small plain-text response, as the general path writes them.
+fn write_plain(out: &mut Vec<u8>, status: u16, message: &str, close: bool, cold_header: bool) {
+    use std::io::Write;
+    out.clear();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        message.len() + 1
+    );
+    if cold_header {
+        out.extend_from_slice(b"x-keda-http-cold-start: false\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(message.as_bytes());
+    out.push(b'\n');
+}
+
+/// Why waiting for upstream bytes ended without any.
+enum Stalled {
+    Eof,
+    ClientGone,
+    TimedOut,
+    Failed(io::Error),
+}
+
+/// How one exchange with an upstream connection failed.
+enum Failure {
+    /// Nothing reached the client; the message says why (502).
+    BadGateway(String),
+    /// Response headers did not arrive in time (504).
+    Timeout(&'static str),
+    /// The connection was stale before any response byte: resend on a fresh one.
+    Stale,
+    /// The client went away or the response broke after its head was relayed.
+    Aborted,
+}
+
+struct Conn {
+    client: TcpStream,
+    /// Bytes read from the client and not yet served.
+    buf: BytesMut,
+    /// Bytes read from the upstream.
+    ubuf: BytesMut,
+    /// The next write (request head to the upstream, or response bytes to the client).
+    out: Vec<u8>,
+    /// One timer per connection, re-armed lazily (see [`Conn::wait_deadline`]).
+    timer: Pin<Box<Sleep>>,
+    remote: SocketAddr,
+    /// Watch the client for EOF while waiting on the upstream (off once it pipelined a lot).
+    watch_client: bool,
+}
+
+impl Conn {
+    fn hand_off(self) -> Outcome {
+        Outcome::HandOff {
+            stream: self.client,
+            buffered: self.buf.freeze(),
+        }
+    }
+
+    /// Reads until `buf` holds a complete request head.
+    async fn read_head(
+        &mut self,
+        proxy: &Proxy,
+        mut stopping: Pin<&mut impl Future<Output = ()>>,
+    ) -> Head {
+        let mut started: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut request = httparse::Request::new(&mut headers);
+                match request.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(len)) => return Head::Complete(len),
+                    Ok(httparse::Status::Partial)
+                        if self.buf.len() < proxy.config.max_header_bytes => {}
+                    // Oversized or malformed: the general path answers 431 / 400.
+                    _ => return Head::General,
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            let read = if self.buf.is_empty() {
+                // Idle between requests: stop closes the connection.
+                tokio::select! {
+                    biased;
+                    read = self.client.read_buf(&mut self.buf) => read,
+                    () = stopping.as_mut() => return Head::Closed,
+                }
+            } else {
+                let deadline =
+                    *started.get_or_insert_with(Instant::now) + proxy.config.header_read_timeout;
+                tokio::select! {
+                    biased;
+                    read = self.client.read_buf(&mut self.buf) => read,
+                    () = wait_deadline(&mut self.timer, Some(deadline)) => {
+                        tracing::debug!(remote = %self.remote, "header read timeout");
+                        return Head::Closed;
+                    }
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Head::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Forwards one request whose upstream head is in `out`, and relays the response.
+    async fn forward(&mut self, proxy: &Proxy, request: Forward) -> Next {
+        let start = Instant::now();
+        let entry = &request.entry;
+        let in_flight = entry.counter.start();
+        let backend = &entry.backend;
+        let attempts = MAX_CONNECT_ATTEMPTS;
+        let mut excluded: [Option<SocketAddr>; MAX_CONNECT_ATTEMPTS] = [None; MAX_CONNECT_ATTEMPTS];
+        let mut last_error = String::new();
+        let mut result = Err(Failure::BadGateway(String::new()));
+        'endpoints: for attempt in 0..attempts {
+            let exclude_buf: [SocketAddr; MAX_CONNECT_ATTEMPTS] =
+                excluded.map(|e| e.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+            let Some(upstream) = backend.pick_endpoint(&exclude_buf[..attempt]) else {
+                break;
+            };
+            excluded[attempt] = Some(upstream.addr());
+            let _outstanding = upstream.begin();
+            let mut pooled = upstream.take_idle();
+            loop {
+                let reused = pooled.is_some();
+                let stream = match pooled.take() {
+                    Some(stream) => stream,
+                    None => match connect(upstream.addr(), proxy.config.connect_timeout).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            last_error =
+                                format!("connecting to {} failed: {error}", upstream.addr());
+                            tracing::debug!(backend = %backend.key(), error = last_error, "connect failed");
+                            continue 'endpoints;
+                        }
+                    },
+                };
+                result = self
+                    .exchange(proxy, &request, &upstream, stream, start)
+                    .await;
+                match &result {
+                    Err(Failure::Stale) if reused && request.idempotent => continue,
+                    _ => break 'endpoints,
+                }
+            }
+        }
+        let status = match result {
+            Ok(status) => status,
+            Err(Failure::Aborted) => {
+                // The client is gone or saw a truncated response: count out, record nothing.
+                drop(in_flight);
+                return Next::Close;
+            }
+            Err(failure) => {
+                let (status, message) = match failure {
+                    Failure::Timeout(message) => (504, message.to_owned()),
+                    Failure::BadGateway(message) if !message.is_empty() => (502, message),
+                    Failure::Stale => (
+                        502,
+                        "backend closed the connection before responding".to_owned(),
+                    ),
+                    _ if !last_error.is_empty() => (502, last_error),
+                    _ => (
+                        502,
+                        format!("no ready endpoint of service {}", backend.key()),
+                    ),
+                };
+                let close = request.client_close || proxy.draining.load(Ordering::Acquire);
+                write_plain(
+                    &mut self.out,
+                    status,
+                    &message,
+                    close,
+                    proxy.config.enable_cold_start_header,
+                );
+                let written = self.client.write_all(&self.out).await;
+                record(
+                    &proxy.metrics,
+                    in_flight.counter(),
+                    request.method,
+                    status,
+                    start.elapsed(),
+                );
+                self.log(proxy, entry, status, start);
+                return if written.is_ok() && !close {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        record(
+            &proxy.metrics,
+            in_flight.counter(),
+            request.method,
+            status.code,
+            start.elapsed(),
+        );
+        self.log(proxy, entry, status.code, start);
+        if status.close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    fn log(&self, proxy: &Proxy, entry: &RouteEntry, status: u16, start: Instant) {
+        if proxy.config.log_requests {
+            tracing::info!(remote = %self.remote, route = %entry.counter.key(), status, cold = false, elapsed_ms = start.elapsed().as_millis() as u64, "request");
+        }
+    }
+
+    /// Sends the head in `out` on `stream` and relays the response to the client.
+    async fn exchange(
+        &mut self,
+        proxy: &Proxy,
+        request: &Forward,
+        upstream: &Upstream,
+        mut stream: TcpStream,
+        start: Instant,
+    ) -> Result<Relayed, Failure> {
+        let entry = &request.entry;
+        let header_deadline = match (entry.request_timeout, entry.response_header_timeout) {
+            (Some(r), Some(h)) => Some(start + r.min(h)),
+            (Some(r), None) => Some(start + r),
+            (None, Some(h)) => Some(start + h),
+            (None, None) => None,
+        };
+        if let Err(error) = stream.write_all(&self.out).await {
+            tracing::debug!(upstream = %upstream.addr(), %error, "writing the request failed");
+            return Err(Failure::Stale);
+        }
+
+        // The response head (after any informational 1xx heads, which are passed on).
+        self.ubuf.clear();
+        let (code, mut framing, upstream_reusable, close) = loop {
+            let head = {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut headers);
+                match response.parse(&self.ubuf) {
+                    Ok(httparse::Status::Complete(len)) => Some(response_head(
+                        &mut self.out,
+                        proxy,
+                        request,
+                        &response,
+                        len,
+                    )?),
+                    Ok(httparse::Status::Partial) if self.ubuf.len() < MAX_RESPONSE_HEAD => None,
+                    Ok(httparse::Status::Partial) => {
+                        return Err(Failure::BadGateway(format!(
+                            "backend {} sent a response head over {MAX_RESPONSE_HEAD} bytes",
+                            upstream.addr()
+                        )));
+                    }
+                    Err(error) => {
+                        return Err(Failure::BadGateway(format!(
+                            "backend {} sent an invalid response: {error}",
+                            upstream.addr()
+                        )));
+                    }
+                }
+            };
+            match head {
+                Some(HeadOut::Final {
+                    len,
+                    code,
+                    framing,
+                    reusable,
+                    close,
+                }) => {
+                    self.ubuf.advance(len);
+                    break (code, framing, reusable, close);
+                }
+                Some(HeadOut::Informational { len }) => {
+                    let informational = self.ubuf.split_to(len);
+                    if self.client.write_all(&informational).await.is_err() {
+                        return Err(Failure::Aborted);
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            match self.read_upstream(&mut stream, header_deadline).await {
+                Ok(()) => {}
+                Err(Stalled::Eof) if self.ubuf.is_empty() => return Err(Failure::Stale),
+                Err(Stalled::Eof) => {
+                    return Err(Failure::BadGateway(format!(
+                        "backend {} closed the connection in the middle of the response head",
+                        upstream.addr()
+                    )));
+                }
+                Err(Stalled::Failed(error)) if self.ubuf.is_empty() => {
+                    tracing::debug!(upstream = %upstream.addr(), %error, "reading the response failed");
+                    return Err(Failure::Stale);
+                }
+                Err(Stalled::Failed(error)) => {
+                    return Err(Failure::BadGateway(format!(
+                        "backend {} failed: {error}",
+                        upstream.addr()
+                    )));
+                }
+                Err(Stalled::ClientGone) => return Err(Failure::Aborted),
+                Err(Stalled::TimedOut) => {
+                    let request_expired = entry
+                        .request_timeout
+                        .is_some_and(|r| Instant::now() >= start + r);
+                    return Err(Failure::Timeout(if request_expired {
+                        "request timeout exceeded waiting for the backend's response headers"
+                    } else {
+                        "timed out waiting for the backend's response headers"
+                    }));
+                }
+            }
+        };
+
+        // The body: what is buffered goes out with the head, then relay until it ends.
+        let mut done = self.take_body(&mut framing)?;
+        if self.client.write_all(&self.out).await.is_err() {
+            return Err(Failure::Aborted);
+        }
+        while !done {
+            match self.read_upstream(&mut stream, None).await {
+                Ok(()) => {}
+                Err(Stalled::Eof) if matches!(framing, Framing::UntilClose) => break,
+                Err(_) => return Err(Failure::Aborted),
+            }
+            self.out.clear();
+            done = self.take_body(&mut framing)?;
+            if self.client.write_all(&self.out).await.is_err() {
+                return Err(Failure::Aborted);
+            }
+        }
+        if upstream_reusable && framing.is_done() && self.ubuf.is_empty() {
+            upstream.put_idle(stream, proxy.config.max_idle_conns_per_host);
+        } else {
+            tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
+        }
+        Ok(Relayed { code, close })
+    }
+
+    /// Moves the body bytes in `ubuf` to `out`; whether the body is complete.
+    fn take_body(&mut self, framing: &mut Framing) -> Result<bool, Failure> {
+        match framing.feed(&self.ubuf) {
+            Ok(Fed::More) => {
+                self.out.extend_from_slice(&self.ubuf);
+                self.ubuf.clear();
+                Ok(false)
+            }
+            Ok(Fed::End(n)) => {
+                self.out.extend_from_slice(&self.ubuf[..n]);
+                self.ubuf.advance(n);
+                Ok(true)
+            }
+            // The head is out already; all that is left is to cut the response short.
+            Err(_) => Err(Failure::Aborted),
+        }
+    }
+
+    /// Reads more upstream bytes into `ubuf`, watching the client for EOF meanwhile.
+    async fn read_upstream(
+        &mut self,
+        stream: &mut TcpStream,
+        deadline: Option<Instant>,
+    ) -> Result<(), Stalled> {
+        self.ubuf.reserve(READ_CHUNK);
+        loop {
+            let client_event = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut self.ubuf) => return match read {
+                    Ok(0) => Err(Stalled::Eof),
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(Stalled::Failed(error)),
+                },
+                ready = poll_fn(|cx| self.client.poll_read_ready(cx)), if self.watch_client => ready,
+                () = wait_deadline(&mut self.timer, deadline) => return Err(Stalled::TimedOut),
+            };
+            if client_event.is_err() {
+                return Err(Stalled::ClientGone);
+            }
+            // The client sent something while its request is served: EOF (gone) or the next
+            // pipelined request, kept for later.
+            self.buf.reserve(4096);
+            match self.client.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(Stalled::ClientGone),
+                Ok(_) => {
+                    if self.buf.len() > 2 * MAX_RESPONSE_HEAD {
+                        self.watch_client = false;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err(Stalled::ClientGone),
+            }
+        }
+    }
+}
+
+/// Checks a complete response head and writes the client's version of it to `out`.
+fn response_head(
+    out: &mut Vec<u8>,
+    proxy: &Proxy,
+    request: &Forward,
+    response: &httparse::Response<'_, '_>,
+    len: usize,
+) -> Result<HeadOut, Failure> {
+    let code = response.code.unwrap_or(0);
+    if (100..200).contains(&code) && code != 101 {
+        return Ok(HeadOut::Informational { len });
+    }
+    if code == 101 || !(200..=999).contains(&code) {
+        return Err(Failure::BadGateway(format!(
+            "backend answered with status {code}, which this proxy does not relay"
+        )));
+    }
+    let mut upstream_keep_alive = response.version == Some(1);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut named: [&[u8]; MAX_CONNECTION_NAMED] = [&[]; MAX_CONNECTION_NAMED];
+    let mut named_len = 0;
+    for h in response.headers.iter() {
+        if is(h.name, "connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    upstream_keep_alive = false;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive")
+                    && named_len < MAX_CONNECTION_NAMED
+                {
+                    named[named_len] = token;
+                    named_len += 1;
+                }
+            }
+        } else if is(h.name, "transfer-encoding") {
+            transfer_encoding = true;
+            chunked = tokens(h.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if is(h.name, "content-length") {
+            let parsed = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (parsed, content_length) {
+                (Some(n), None) => content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    return Err(Failure::BadGateway(
+                        "backend sent an invalid Content-Length".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    let framing = if request.head || code == 204 || code == 304 {
+        Framing::Empty
+    } else if transfer_encoding {
+        if chunked {
+            Framing::Chunked(Default::default())
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let close = request.client_close
+        || matches!(framing, Framing::UntilClose)
+        || proxy.draining.load(Ordering::Acquire);
+    let cold_header = proxy.config.enable_cold_start_header;
+
+    out.clear();
+    {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {code} {}\r\n",
+            response.reason.unwrap_or_default()
+        );
+    }
+    for h in response.headers.iter() {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || (cold_header && is(name, "x-keda-http-cold-start"))
+            || named[..named_len]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    if cold_header {
+        out.extend_from_slice(b"x-keda-http-cold-start: false\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(HeadOut::Final {
+        len,
+        code,
+        framing,
+        reusable: upstream_keep_alive,
+        close,
+    })
+}
+
+/// The response went out; its status and whether the client connection closes after it.
+struct Relayed {
+    code: u16,
+    close: bool,
+}
+
+enum HeadOut {
+    Informational {
+        len: usize,
+    },
+    Final {
+        len: usize,
+        code: u16,
+        framing: Framing,
+        reusable: bool,
+        close: bool,
+    },
+}
+
+/// Resolves once `deadline` passed (never for `None`). The timer is only moved when it would
+/// fire too late, so a connection serving many requests re-arms it rarely: firing early just
+/// re-checks the current deadline.
+async fn wait_deadline(timer: &mut Pin<Box<Sleep>>, deadline: Option<Instant>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    loop {
+        if timer.is_elapsed() || timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A client connection handed to the general path: the bytes already read come first.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    io: TcpStream,
+}
+
+impl Prefixed {
+    /// `io`, reading `prefix` before anything else.
+    pub(crate) fn new(prefix: Bytes, io: TcpStream) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
