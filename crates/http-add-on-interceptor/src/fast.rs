@@ -7,7 +7,10 @@
 //! and body byte for byte (the body is never decoded, only followed to its end). No task
 //! hand-offs, no channels, no per-request allocation on the common path.
 //!
-//! Everything else — HTTP/2, HTTP/1.0, request bodies, `Expect`, `Upgrade`, cold starts,
+//! Protocol upgrades (WebSocket) are relayed too: the `101` response is passed on and the two
+//! connections are joined until either side closes; the request counts as in flight until then.
+//!
+//! Everything else — HTTP/2, HTTP/1.0, request bodies, `Expect`, cold starts,
 //! static routes, Service-address routing, h2c backends, bad or oversized heads — hands the
 //! connection (with the bytes read so far) to the general hyper-based path for the rest of its
 //! life, so both paths answer the same way.
@@ -150,6 +153,8 @@ struct Forward {
     idempotent: bool,
     head: bool,
     client_close: bool,
+    /// The request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+    upgrade: bool,
 }
 
 /// A request's header lines as the route table sees them.
@@ -197,6 +202,8 @@ fn plan(
     }
     let headers: &[httparse::Header<'_>] = request.headers;
     let mut host: Option<&[u8]> = None;
+    let mut upgrade: Option<&[u8]> = None;
+    let mut connection_upgrade = false;
     let mut client_close = false;
     let mut named: [&[u8]; MAX_CONNECTION_NAMED] = [&[]; MAX_CONNECTION_NAMED];
     let mut named_len = 0;
@@ -213,14 +220,19 @@ fn plan(
             if h.value.trim_ascii() != b"0" {
                 return Plan::General;
             }
-        } else if is(name, "transfer-encoding") || is(name, "upgrade") || is(name, "expect") {
+        } else if is(name, "transfer-encoding") || is(name, "expect") {
             return Plan::General;
+        } else if is(name, "upgrade") {
+            if upgrade.is_some() {
+                return Plan::General;
+            }
+            upgrade = Some(h.value);
         } else if is(name, "connection") {
             for token in tokens(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     client_close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Plan::General;
+                    connection_upgrade = true;
                 } else if !token.eq_ignore_ascii_case(b"keep-alive") {
                     if named_len == MAX_CONNECTION_NAMED {
                         return Plan::General;
@@ -240,6 +252,8 @@ fn plan(
     let Some(host_bytes) = host else {
         return Plan::General;
     };
+    // `Upgrade` counts only when `Connection` names it (RFC 9110 §7.8).
+    let upgrade = upgrade.filter(|_| connection_upgrade);
     let Ok(host) = std::str::from_utf8(host_bytes) else {
         return Plan::General;
     };
@@ -299,6 +313,10 @@ fn plan(
     if !forwarded_host {
         push_header(out, b"X-Forwarded-Host", host_bytes);
     }
+    if let Some(protocol) = upgrade {
+        push_header(out, b"Connection", b"upgrade");
+        push_header(out, b"Upgrade", protocol);
+    }
     out.extend_from_slice(b"\r\n");
 
     Plan::Forward(Forward {
@@ -310,6 +328,7 @@ fn plan(
         ),
         head: method == "HEAD",
         client_close,
+        upgrade: upgrade.is_some(),
     })
 }
 
@@ -619,6 +638,11 @@ impl Conn {
                     self.ubuf.advance(len);
                     break (code, framing, reusable, close);
                 }
+                Some(HeadOut::Switching { len }) => {
+                    return self
+                        .tunnel(upstream, stream, len, proxy.config.enable_cold_start_header)
+                        .await;
+                }
                 Some(HeadOut::Informational { len }) => {
                     let informational = self.ubuf.split_to(len);
                     if self.client.write_all(&informational).await.is_err() {
@@ -684,6 +708,47 @@ impl Conn {
             tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
         }
         Ok(Relayed { code, close })
+    }
+
+    /// Relays the `101` head (the first `len` bytes of `ubuf`) and joins the client and the
+    /// upstream connection until either closes.
+    async fn tunnel(
+        &mut self,
+        upstream: &Upstream,
+        mut stream: TcpStream,
+        len: usize,
+        cold_header: bool,
+    ) -> Result<Relayed, Failure> {
+        // The head (with the cold-start header) and whatever followed it go to the client;
+        // whatever the client sent after its request goes to the upstream.
+        self.out.clear();
+        if cold_header && self.ubuf[..len].ends_with(b"\r\n\r\n") {
+            self.out.extend_from_slice(&self.ubuf[..len - 2]);
+            self.out
+                .extend_from_slice(b"x-keda-http-cold-start: false\r\n\r\n");
+            self.out.extend_from_slice(&self.ubuf[len..]);
+        } else {
+            self.out.extend_from_slice(&self.ubuf);
+        }
+        if self.client.write_all(&self.out).await.is_err()
+            || stream.write_all(&self.buf).await.is_err()
+        {
+            return Err(Failure::Aborted);
+        }
+        self.ubuf.clear();
+        self.buf.clear();
+        match tokio::io::copy_bidirectional(&mut self.client, &mut stream).await {
+            Ok((up, down)) => {
+                tracing::debug!(upstream = %upstream.addr(), up, down, "upgraded connection closed");
+            }
+            Err(error) => {
+                tracing::debug!(upstream = %upstream.addr(), %error, "upgraded connection failed");
+            }
+        }
+        Ok(Relayed {
+            code: 101,
+            close: true,
+        })
     }
 
     /// Moves the body bytes in `ubuf` to `out`; whether the body is complete.
@@ -753,6 +818,9 @@ fn response_head(
     let code = response.code.unwrap_or(0);
     if (100..200).contains(&code) && code != 101 {
         return Ok(HeadOut::Informational { len });
+    }
+    if code == 101 && request.upgrade {
+        return Ok(HeadOut::Switching { len });
     }
     if code == 101 || !(200..=999).contains(&code) {
         return Err(Failure::BadGateway(format!(
@@ -862,6 +930,10 @@ struct Relayed {
 
 enum HeadOut {
     Informational {
+        len: usize,
+    },
+    /// `101 Switching Protocols` to an upgrade request: relayed as is, then a tunnel.
+    Switching {
         len: usize,
     },
     Final {

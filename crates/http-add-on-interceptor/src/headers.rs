@@ -47,6 +47,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a request or response asks to switch to: its `Upgrade` header, when
+/// `Connection` names `upgrade` (RFC 9110 §7.8).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    if connection_upgrade {
+        headers.get(header::UPGRADE)
+    } else {
+        None
+    }
+}
+
+/// Sets `Connection: upgrade` and `Upgrade: protocol` (after hop-by-hop headers were stripped).
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Appends the client address to `X-Forwarded-For` (merging earlier values into one line) and
 /// sets `X-Forwarded-Proto` and `X-Forwarded-Host` when absent.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
@@ -111,6 +133,22 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_needs_connection_to_name_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        strip_hop_by_hop(&mut h);
+        set_upgrade(&mut h, HeaderValue::from_static("websocket"));
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
     }
 
     #[test]

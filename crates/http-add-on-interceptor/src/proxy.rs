@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use crate::backends::{Backend, Outstanding, Readiness, Upstream};
@@ -273,7 +273,7 @@ impl Proxy {
         Ok(response)
     }
 
-    async fn route(&self, remote: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn route(&self, remote: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
@@ -309,6 +309,9 @@ impl Proxy {
         }
 
         let method = method_label(req.method());
+        let client_upgrade = headers::upgrade_protocol(req.headers())
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut req));
         let in_flight = entry.counter.start();
         let deadline = entry.request_timeout.map(|t| start + t);
         let (response, outstanding, cold) = self
@@ -339,7 +342,14 @@ impl Proxy {
             status,
             start,
         };
+        let upstream_upgrade = response.extensions_mut().remove::<UpstreamUpgrade>();
         let (parts, body) = response.into_parts();
+        if let (Some(client), Some(UpstreamUpgrade(upstream))) = (client_upgrade, upstream_upgrade)
+        {
+            // The request stays in flight until the upgraded connection closes.
+            tokio::spawn(tunnel(client, upstream, completion));
+            return Response::from_parts(parts, ProxyBody::full(Bytes::new()));
+        }
         Response::from_parts(
             parts,
             ProxyBody {
@@ -460,7 +470,11 @@ impl Proxy {
         let state = backend.state();
         let client = if state.h2c { &self.h2c } else { &self.http1 };
         let (mut parts, body) = req.into_parts();
+        let upgrade = headers::upgrade_protocol(&parts.headers).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocol.clone());
+        }
         headers::add_forwarded(&mut parts.headers, remote.ip(), host.as_ref());
         if let Some(host) = host
             && !parts.headers.contains_key(header::HOST)
@@ -553,9 +567,19 @@ impl Proxy {
                 None => send.await,
             };
             match result {
-                Ok(response) => {
+                Ok(mut response) => {
+                    let switching =
+                        upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    if switching {
+                        let upstream = hyper::upgrade::on(&mut response);
+                        response.extensions_mut().insert(UpstreamUpgrade(upstream));
+                    }
+                    let protocol = response.headers().get(header::UPGRADE).cloned();
                     let (mut parts, incoming) = response.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
+                    if let (true, Some(protocol)) = (switching, protocol) {
+                        headers::set_upgrade(&mut parts.headers, protocol);
+                    }
                     let body = ProxyBody {
                         inner: Inner::Upstream(incoming),
                         _done: None,
@@ -589,6 +613,30 @@ impl Proxy {
         }
         (Err(Failure::Refused(last_error)), None)
     }
+}
+
+/// The backend's side of an upgraded connection, carried from `forward` to `route`.
+#[derive(Clone)]
+struct UpstreamUpgrade(hyper::upgrade::OnUpgrade);
+
+/// Joins the client's and the backend's upgraded connections until either closes; the
+/// request counts as in flight until then.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    completion: Completion,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection failed");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "protocol upgrade failed"),
+    }
+    drop(completion);
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

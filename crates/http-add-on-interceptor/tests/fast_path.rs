@@ -145,6 +145,27 @@ async fn serve_raw(
             }
         }
         buf.drain(..len + body_len);
+        if path == "/ws" {
+            // Switch protocols, then echo every byte back until the client closes.
+            let head = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            if !buf.is_empty() && stream.write_all(&buf).await.is_err() {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         if path == "/hold" {
             held.fetch_add(1, Ordering::SeqCst);
             let _ = release.wait_for(|r| *r).await;
@@ -437,4 +458,84 @@ async fn a_client_abort_while_waiting_counts_the_request_out() {
     drop(client);
     w.wait_concurrency("default/raw", 0).await;
     let _ = backend.release.send(true);
+}
+
+/// Sends a WebSocket-style upgrade on `client`, checks the `101`, and that bytes echo through.
+async fn upgrade_and_echo(client: &mut TcpStream) -> String {
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: raw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let head = read_response(client, &mut pending, true).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket\r\n"),
+        "{head:?}"
+    );
+    for message in ["ping", "second message"] {
+        client.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(TIMEOUT, client.read_exact(&mut echoed))
+            .await
+            .expect("the echo arrives")
+            .unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_tunnelled_and_counted_until_closed() {
+    let (w, _backend) = setup().await;
+    let mut client = connect(&w).await;
+    let head = upgrade_and_echo(&mut client).await;
+    assert!(
+        head.contains("x-keda-http-cold-start: false\r\n"),
+        "{head:?}"
+    );
+    w.wait_concurrency("default/raw", 1).await;
+    drop(client);
+    w.wait_concurrency("default/raw", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_held_for_a_cold_start_is_tunnelled_too() {
+    let (w, backend) = setup().await;
+    // Make the backend not ready, and wait until the interceptor holds requests for it.
+    w.set_slice("raw", "raw-0", "http", backend.addr, false)
+        .await;
+    eventually("the route is cold", || async {
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            w.get("raw.test", "/probe"),
+        )
+        .await;
+        probe.is_err().then_some(())
+    })
+    .await;
+    w.wait_concurrency("default/raw", 0).await;
+
+    let mut client = connect(&w).await;
+    let upgrade = tokio::spawn(async move {
+        let head = upgrade_and_echo(&mut client).await;
+        (head, client)
+    });
+    w.wait_concurrency("default/raw", 1).await;
+    w.set_slice("raw", "raw-0", "http", backend.addr, true)
+        .await;
+    let (head, client) = tokio::time::timeout(TIMEOUT, upgrade)
+        .await
+        .expect("the held upgrade is answered")
+        .unwrap();
+    assert!(
+        head.contains("x-keda-http-cold-start: true\r\n"),
+        "{head:?}"
+    );
+    // Still counted while the tunnel is open.
+    w.wait_concurrency("default/raw", 1).await;
+    drop(client);
+    w.wait_concurrency("default/raw", 0).await;
 }
