@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::backends::Upstream;
+use crate::counts::InFlight;
 use crate::framing::{Fed, Framing};
 use crate::metrics::method_label;
 use crate::proxy::{MAX_CONNECT_ATTEMPTS, Proxy, record};
@@ -473,7 +474,14 @@ impl Conn {
     async fn forward(&mut self, proxy: &Proxy, request: Forward) -> Next {
         let start = Instant::now();
         let entry = &request.entry;
-        let in_flight = entry.counter.start();
+        let mut tally = Tally {
+            in_flight: Some(entry.counter.start()),
+            proxy,
+            entry,
+            method: request.method,
+            start,
+            remote: self.remote,
+        };
         let backend = &entry.backend;
         let attempts = MAX_CONNECT_ATTEMPTS;
         let mut excluded: [Option<SocketAddr>; MAX_CONNECT_ATTEMPTS] = [None; MAX_CONNECT_ATTEMPTS];
@@ -503,7 +511,7 @@ impl Conn {
                     },
                 };
                 result = self
-                    .exchange(proxy, &request, &upstream, stream, start)
+                    .exchange(proxy, &request, &upstream, stream, &mut tally)
                     .await;
                 match &result {
                     Err(Failure::Stale) if reused && request.idempotent => continue,
@@ -515,7 +523,7 @@ impl Conn {
             Ok(status) => status,
             Err(Failure::Aborted) => {
                 // The client is gone or saw a truncated response: count out, record nothing.
-                drop(in_flight);
+                drop(tally);
                 return Next::Close;
             }
             Err(failure) => {
@@ -540,15 +548,8 @@ impl Conn {
                     close,
                     proxy.config.enable_cold_start_header,
                 );
+                tally.settle(status);
                 let written = self.client.write_all(&self.out).await;
-                record(
-                    &proxy.metrics,
-                    in_flight.counter(),
-                    request.method,
-                    status,
-                    start.elapsed(),
-                );
-                self.log(proxy, entry, status, start);
                 return if written.is_ok() && !close {
                     Next::KeepAlive
                 } else {
@@ -556,24 +557,11 @@ impl Conn {
                 };
             }
         };
-        record(
-            &proxy.metrics,
-            in_flight.counter(),
-            request.method,
-            status.code,
-            start.elapsed(),
-        );
-        self.log(proxy, entry, status.code, start);
+        tally.settle(status.code);
         if status.close {
             Next::Close
         } else {
             Next::KeepAlive
-        }
-    }
-
-    fn log(&self, proxy: &Proxy, entry: &RouteEntry, status: u16, start: Instant) {
-        if proxy.config.log_requests {
-            tracing::info!(remote = %self.remote, route = %entry.counter.key(), status, cold = false, elapsed_ms = start.elapsed().as_millis() as u64, "request");
         }
     }
 
@@ -584,9 +572,10 @@ impl Conn {
         request: &Forward,
         upstream: &Upstream,
         mut stream: TcpStream,
-        start: Instant,
+        tally: &mut Tally<'_>,
     ) -> Result<Relayed, Failure> {
         let entry = &request.entry;
+        let start = tally.start;
         let header_deadline = match (entry.request_timeout, entry.response_header_timeout) {
             (Some(r), Some(h)) => Some(start + r.min(h)),
             (Some(r), None) => Some(start + r),
@@ -639,9 +628,13 @@ impl Conn {
                     break (code, framing, reusable, close);
                 }
                 Some(HeadOut::Switching { len }) => {
-                    return self
+                    let tunnelled = self
                         .tunnel(upstream, stream, len, proxy.config.enable_cold_start_header)
                         .await;
+                    if tunnelled.is_ok() {
+                        tally.settle(101);
+                    }
+                    return tunnelled;
                 }
                 Some(HeadOut::Informational { len }) => {
                     let informational = self.ubuf.split_to(len);
@@ -686,7 +679,12 @@ impl Conn {
         };
 
         // The body: what is buffered goes out with the head, then relay until it ends.
+        // Counts and metrics settle before the last bytes go out, so a client that reads its
+        // response and then looks at them sees this request accounted for.
         let mut done = self.take_body(&mut framing)?;
+        if done {
+            tally.settle(code);
+        }
         if self.client.write_all(&self.out).await.is_err() {
             return Err(Failure::Aborted);
         }
@@ -698,10 +696,14 @@ impl Conn {
             }
             self.out.clear();
             done = self.take_body(&mut framing)?;
+            if done {
+                tally.settle(code);
+            }
             if self.client.write_all(&self.out).await.is_err() {
                 return Err(Failure::Aborted);
             }
         }
+        tally.settle(code);
         if upstream_reusable && framing.is_done() && self.ubuf.is_empty() {
             upstream.put_idle(stream, proxy.config.max_idle_conns_per_host);
         } else {
@@ -920,6 +922,37 @@ fn response_head(
         reusable: upstream_keep_alive,
         close,
     })
+}
+
+/// One request's count and metrics, settled once.
+struct Tally<'a> {
+    in_flight: Option<InFlight>,
+    proxy: &'a Proxy,
+    entry: &'a RouteEntry,
+    method: &'static str,
+    start: Instant,
+    remote: SocketAddr,
+}
+
+impl Tally<'_> {
+    /// Records the request with `status` and counts it out (later calls do nothing). Dropping
+    /// an unsettled tally counts the request out without recording it (the client went away).
+    fn settle(&mut self, status: u16) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let elapsed = self.start.elapsed();
+        record(
+            &self.proxy.metrics,
+            in_flight.counter(),
+            self.method,
+            status,
+            elapsed,
+        );
+        if self.proxy.config.log_requests {
+            tracing::info!(remote = %self.remote, route = %self.entry.counter.key(), status, cold = false, elapsed_ms = elapsed.as_millis() as u64, "request");
+        }
+    }
 }
 
 /// The response went out; its status and whether the client connection closes after it.
