@@ -485,7 +485,7 @@ fn rust_sources(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Value sets rendered when helm is available, as `--set` arguments.
-const RENDER_CASES: [&[&str]; 5] = [
+const RENDER_CASES: [&[&str]; 6] = [
     &[],
     &[
         "operator.watchNamespace=apps",
@@ -497,6 +497,11 @@ const RENDER_CASES: [&[&str]; 5] = [
     &["operator.enabled=false"],
     &["interceptor.enabled=false"],
     &["scaler.enabled=false"],
+    &[
+        "interceptor.tls.enabled=true",
+        "interceptor.tls.key_path=/keys/tls.key",
+        "interceptor.tls.cert_store_secrets={app-a-tls,app-b-tls}",
+    ],
 ];
 
 /// With helm on `PATH` (or in `$HELM`): `helm lint --strict`, and `helm template` of a few value
@@ -795,10 +800,19 @@ mod tests {
             );
         }
         let mut values = chart_values();
-        values["interceptor"]["tls"] = json!({"enabled": true});
+        values["interceptor"]["keepAlive"] = json!("1s");
         let errors = schema::validate(&schema, &values);
         assert!(
-            errors.iter().any(|e| e.contains("`tls` is not allowed")),
+            errors
+                .iter()
+                .any(|e| e.contains("`keepAlive` is not allowed")),
+            "{errors:?}"
+        );
+        let mut values = chart_values();
+        values["interceptor"]["tls"]["port"] = json!(0);
+        let errors = schema::validate(&schema, &values);
+        assert!(
+            errors.iter().any(|e| e.contains("below the minimum")),
             "{errors:?}"
         );
     }

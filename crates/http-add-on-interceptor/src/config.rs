@@ -1,6 +1,7 @@
 //! The interceptor's configuration, read from upstream-compatible environment variables.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
@@ -51,6 +52,35 @@ pub struct Config {
     /// Connections that do not finish sending request headers in time are closed
     /// (`KEDA_HTTP_HEADER_READ_TIMEOUT`, 10s).
     pub header_read_timeout: Duration,
+    /// The TLS proxy listener; `None` = off (`KEDA_HTTP_PROXY_TLS_ENABLED`, false).
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS proxy listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Listener (`KEDA_HTTP_PROXY_TLS_PORT`, 8443, all interfaces).
+    pub listen: SocketAddr,
+    /// PEM certificate chain served by default (`KEDA_HTTP_PROXY_TLS_CERT_PATH`, `/certs/tls.crt`).
+    pub cert_path: PathBuf,
+    /// PEM private key of that chain (`KEDA_HTTP_PROXY_TLS_KEY_PATH`, `/certs/tls.key`).
+    pub key_path: PathBuf,
+    /// Directories of further `<name>.crt` + `<name>.key` pairs, chosen by the client's SNI
+    /// name against each certificate's DNS names (`KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS`,
+    /// comma-separated, empty).
+    pub certstore_paths: Vec<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Upstream's defaults: port 8443, `/certs/tls.crt` and `/certs/tls.key`, no cert store.
+    pub fn with_files(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443),
+            cert_path: cert_path.into(),
+            key_path: key_path.into(),
+            certstore_paths: Vec::new(),
+        }
+    }
 }
 
 /// The smallest header limit hyper's HTTP/1 parser accepts.
@@ -77,6 +107,7 @@ impl Default for Config {
             queue_stream_interval: Duration::from_millis(100),
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -169,6 +200,28 @@ impl Config {
             max_header_bytes,
             header_read_timeout: env
                 .duration("KEDA_HTTP_HEADER_READ_TIMEOUT", d.header_read_timeout)?,
+            tls: if env.bool("KEDA_HTTP_PROXY_TLS_ENABLED", false)? {
+                let defaults = TlsConfig::with_files("/certs/tls.crt", "/certs/tls.key");
+                Some(TlsConfig {
+                    listen: port("KEDA_HTTP_PROXY_TLS_PORT", defaults.listen)?,
+                    cert_path: env
+                        .string("KEDA_HTTP_PROXY_TLS_CERT_PATH")
+                        .map_or(defaults.cert_path, PathBuf::from),
+                    key_path: env
+                        .string("KEDA_HTTP_PROXY_TLS_KEY_PATH")
+                        .map_or(defaults.key_path, PathBuf::from),
+                    certstore_paths: env
+                        .string("KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS")
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .collect(),
+                })
+            } else {
+                None
+            },
         })
     }
 }
@@ -196,6 +249,15 @@ mod tests {
         assert_eq!(c.readiness_timeout, None);
         assert_eq!(c.request_timeout, None);
         assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
+        assert_eq!(c.tls, None);
+        let tls = read(&[("KEDA_HTTP_PROXY_TLS_ENABLED", "true")])
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            tls,
+            TlsConfig::with_files("/certs/tls.crt", "/certs/tls.key")
+        );
     }
 
     #[test]
@@ -218,8 +280,24 @@ mod tests {
             ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "50ms"),
             ("KEDA_HTTP_MAX_HEADER_BYTES", "16384"),
             ("KEDA_HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "true"),
+            ("KEDA_HTTP_PROXY_TLS_PORT", "4"),
+            ("KEDA_HTTP_PROXY_TLS_CERT_PATH", "/tls/a.crt"),
+            ("KEDA_HTTP_PROXY_TLS_KEY_PATH", "/tls/a.key"),
+            (
+                "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS",
+                "/store/one, /store/two,",
+            ),
         ])
         .unwrap();
+        let tls = c.tls.as_ref().expect("TLS on");
+        assert_eq!(tls.listen.port(), 4);
+        assert_eq!(tls.cert_path, PathBuf::from("/tls/a.crt"));
+        assert_eq!(tls.key_path, PathBuf::from("/tls/a.key"));
+        assert_eq!(
+            tls.certstore_paths,
+            [PathBuf::from("/store/one"), PathBuf::from("/store/two")]
+        );
         assert_eq!(
             (
                 c.proxy_listen.port(),
@@ -280,9 +358,17 @@ mod tests {
             ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "0"),
             ("KEDA_HTTP_MAX_HEADER_BYTES", "100"),
             ("KEDA_HTTP_HEADER_READ_TIMEOUT", "ten"),
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "maybe"),
         ] {
             let err = read(&[(name, value)]).expect_err(name).to_string();
             assert!(err.contains(name), "{name}={value}: {err}");
         }
+        let err = read(&[
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "true"),
+            ("KEDA_HTTP_PROXY_TLS_PORT", "https"),
+        ])
+        .expect_err("bad TLS port")
+        .to_string();
+        assert!(err.contains("KEDA_HTTP_PROXY_TLS_PORT"), "{err}");
     }
 }

@@ -70,8 +70,13 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Appends the client address to `X-Forwarded-For` (merging earlier values into one line) and
-/// sets `X-Forwarded-Proto` and `X-Forwarded-Host` when absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+/// sets `X-Forwarded-Proto` (`http` or `https`, as received) and `X-Forwarded-Host` when absent.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    tls: bool,
+) {
     let mut ip_buf = [0u8; 64];
     let ip = format_ip(client, &mut ip_buf);
     let value = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
@@ -90,7 +95,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
     }
     if let Some(host) = host
         && !headers.contains_key(&X_FORWARDED_HOST)
@@ -155,7 +163,7 @@ mod tests {
     fn forwarded_headers_append_and_preserve() {
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("app.example.com");
-        add_forwarded(&mut h, "127.0.0.9".parse().unwrap(), Some(&host));
+        add_forwarded(&mut h, "127.0.0.9".parse().unwrap(), Some(&host), false);
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "app.example.com");
@@ -168,7 +176,7 @@ mod tests {
             &X_FORWARDED_HOST,
             HeaderValue::from_static("outer.example.com"),
         );
-        add_forwarded(&mut h, "::1".parse().unwrap(), Some(&host));
+        add_forwarded(&mut h, "::1".parse().unwrap(), Some(&host), true);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, ::1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

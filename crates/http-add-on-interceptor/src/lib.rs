@@ -20,6 +20,7 @@ pub mod headers;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Result of this crate.
@@ -65,6 +69,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Interceptor {
     config: Config,
     proxy_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     metrics_addr: SocketAddr,
     counts: Arc<Counts>,
@@ -112,6 +117,16 @@ impl Interceptor {
         let proxy_addr = local_addr(&proxy_listener, "proxy", config.proxy_listen)?;
         let admin_addr = local_addr(&admin_listener, "admin", config.admin_listen)?;
         let metrics_addr = local_addr(&metrics_listener, "metrics", config.metrics_listen)?;
+        let tls = match &config.tls {
+            Some(tls) => {
+                let (server, resolver) = tls::server_config(tls)?;
+                let listener = bind("TLS proxy", tls.listen).await?;
+                let addr = local_addr(&listener, "TLS proxy", tls.listen)?;
+                Some((listener, addr, server, resolver))
+            }
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|(_, addr, _, _)| *addr);
 
         let metrics = Arc::new(Metrics::new());
         let counts = Arc::new(Counts::new(metrics.clone()));
@@ -158,10 +173,27 @@ impl Interceptor {
             metrics.clone(),
             draining.clone(),
         ));
+        let proxy_builder = Arc::new(proxy_builder);
+        if let Some((listener, _, server, resolver)) = tls {
+            tasks.push(tokio::spawn(serve_tls(
+                listener,
+                tokio_rustls::TlsAcceptor::from(server),
+                proxy.clone(),
+                proxy_builder.clone(),
+                config.header_read_timeout,
+                stop_proxy.subscribe(),
+                stop_all.subscribe(),
+                proxy_conns.subscribe(),
+            )));
+            tasks.push(tokio::spawn(tls::watch_files(
+                resolver,
+                stop_all.subscribe(),
+            )));
+        }
         tasks.push(tokio::spawn(serve_proxy(
             proxy_listener,
             proxy,
-            Arc::new(proxy_builder),
+            proxy_builder,
             stop_proxy.subscribe(),
             stop_all.subscribe(),
             proxy_conns.subscribe(),
@@ -206,10 +238,11 @@ impl Interceptor {
             stop_all.subscribe(),
             other_conns.subscribe(),
         )));
-        tracing::info!(%proxy_addr, %admin_addr, %metrics_addr, "interceptor listening");
+        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, %metrics_addr, "interceptor listening");
         Ok(Self {
             config,
             proxy_addr,
+            tls_addr,
             admin_addr,
             metrics_addr,
             counts,
@@ -226,6 +259,11 @@ impl Interceptor {
     /// The bound proxy address.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// The bound TLS proxy address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The bound admin address (`/queue`, `/queue/stream`, `/livez`, `/readyz`).
@@ -400,6 +438,59 @@ async fn serve_proxy(
                 let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
                 drive("proxy", remote, &builder, io, service, stop, force).await;
             }
+        });
+    }
+    drop(listener);
+}
+
+/// Accepts TLS proxy connections until `stop`; each is served by the general path after its
+/// handshake (which must finish within `handshake_timeout`).
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handshake_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    conns: watch::Receiver<()>,
+) {
+    loop {
+        let Some((stream, remote)) = accept(&listener, &mut stop, "TLS proxy").await else {
+            break;
+        };
+        let (proxy, builder, acceptor) = (proxy.clone(), builder.clone(), acceptor.clone());
+        let (stop, force) = (stop.clone(), force.clone());
+        let token = conns.clone();
+        tokio::spawn(async move {
+            let _token = token;
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(proxy::ViaTls);
+                proxy.clone().handle(remote, req)
+            });
+            drive(
+                "TLS proxy",
+                remote,
+                &builder,
+                TokioIo::new(stream),
+                service,
+                stop,
+                force,
+            )
+            .await;
         });
     }
     drop(listener);

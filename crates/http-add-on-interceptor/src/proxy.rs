@@ -475,7 +475,8 @@ impl Proxy {
         if let Some(protocol) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
         }
-        headers::add_forwarded(&mut parts.headers, remote.ip(), host.as_ref());
+        let tls = parts.extensions.get::<ViaTls>().is_some();
+        headers::add_forwarded(&mut parts.headers, remote.ip(), host.as_ref(), tls);
         if let Some(host) = host
             && !parts.headers.contains_key(header::HOST)
         {
@@ -614,6 +615,10 @@ impl Proxy {
         (Err(Failure::Refused(last_error)), None)
     }
 }
+
+/// Marks a request received on the TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ViaTls;
 
 /// The backend's side of an upgraded connection, carried from `forward` to `route`.
 #[derive(Clone)]

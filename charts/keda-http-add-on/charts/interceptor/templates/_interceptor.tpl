@@ -20,6 +20,18 @@ ConfigMaps labelled `http.keda.sh/response-body`. Plain YAML: `cargo xtask chart
   verbs: ["list", "watch"]
 {{- end }}
 
+{{/*
+The directories the interceptor searches for extra certificate/key pairs, comma-separated:
+where each Secret of `interceptor.tls.cert_store_secrets` (the argument) is mounted.
+*/}}
+{{- define "interceptor.certStoreDirs" -}}
+{{- $dirs := list -}}
+{{- range . -}}
+{{- $dirs = append $dirs (printf "/certstore/%s" .) -}}
+{{- end -}}
+{{- join "," $dirs -}}
+{{- end }}
+
 {{- define "interceptor.manifests" -}}
 {{- $ctx := dict "root" . "component" "interceptor" -}}
 {{- $name := include "keda-http-add-on.componentName" $ctx -}}
@@ -78,6 +90,12 @@ spec:
       port: {{ .Values.interceptor.proxy.port }}
       targetPort: http
       protocol: TCP
+    {{- if .Values.interceptor.tls.enabled }}
+    - name: proxy-tls
+      port: {{ .Values.interceptor.tls.port }}
+      targetPort: proxy-tls
+      protocol: TCP
+    {{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -185,6 +203,18 @@ spec:
               value: {{ .Values.interceptor.shutdownDelay | quote }}
             - name: KEDA_HTTP_DRAIN_TIMEOUT
               value: {{ .Values.interceptor.drainTimeout | quote }}
+            {{- if .Values.interceptor.tls.enabled }}
+            - name: KEDA_HTTP_PROXY_TLS_ENABLED
+              value: "true"
+            - name: KEDA_HTTP_PROXY_TLS_PORT
+              value: {{ .Values.interceptor.tls.port | quote }}
+            - name: KEDA_HTTP_PROXY_TLS_CERT_PATH
+              value: {{ .Values.interceptor.tls.cert_path | quote }}
+            - name: KEDA_HTTP_PROXY_TLS_KEY_PATH
+              value: {{ .Values.interceptor.tls.key_path | quote }}
+            - name: KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS
+              value: {{ include "interceptor.certStoreDirs" .Values.interceptor.tls.cert_store_secrets | quote }}
+            {{- end }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
           ports:
             - name: http
@@ -196,6 +226,11 @@ spec:
             - name: metrics
               containerPort: {{ .Values.interceptor.metrics.port }}
               protocol: TCP
+            {{- if .Values.interceptor.tls.enabled }}
+            - name: proxy-tls
+              containerPort: {{ .Values.interceptor.tls.port }}
+              protocol: TCP
+            {{- end }}
           livenessProbe:
             httpGet:
               path: /livez
@@ -214,10 +249,38 @@ spec:
             {{- toYaml .Values.interceptor.resources | nindent 12 }}
           securityContext:
             {{- include "keda-http-add-on.securityContext" $ctx | nindent 12 }}
+          {{- if .Values.interceptor.tls.enabled }}
+          # The TLS Secret, at the directory of `cert_path` (and of `key_path` if it differs).
+          volumeMounts:
+            - name: certs
+              mountPath: {{ dir .Values.interceptor.tls.cert_path }}
+              readOnly: true
+            {{- if ne (dir .Values.interceptor.tls.key_path) (dir .Values.interceptor.tls.cert_path) }}
+            - name: certs
+              mountPath: {{ dir .Values.interceptor.tls.key_path }}
+              readOnly: true
+            {{- end }}
+            {{- range $i, $secret := .Values.interceptor.tls.cert_store_secrets }}
+            - name: certstore-{{ $i }}
+              mountPath: /certstore/{{ $secret }}
+              readOnly: true
+            {{- end }}
+          {{- end }}
       {{- include "keda-http-add-on.scheduling" $ctx | nindent 6 }}
       {{- with .Values.interceptor.topologySpreadConstraints }}
       topologySpreadConstraints:
         {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if .Values.interceptor.tls.enabled }}
+      volumes:
+        - name: certs
+          secret:
+            secretName: {{ .Values.interceptor.tls.cert_secret | quote }}
+        {{- range $i, $secret := .Values.interceptor.tls.cert_store_secrets }}
+        - name: certstore-{{ $i }}
+          secret:
+            secretName: {{ $secret | quote }}
+        {{- end }}
       {{- end }}
 ---
 # KEDA scales the interceptors on the total of pending requests over every route, as reported by
