@@ -1,7 +1,8 @@
 //! The HTTP/1.1 fast path: plain keep-alive requests to warm backends, relayed in the
 //! connection's own task over pooled upstream connections.
 //!
-//! Most proxied traffic is a bodyless HTTP/1.1 request to a backend that has ready endpoints.
+//! Most proxied traffic is an HTTP/1.1 request (without a body, or with a `Content-Length`
+//! one) to a backend that has ready endpoints.
 //! For those, this module parses the request head in place, rewrites it into one buffer, sends
 //! it on an idle upstream connection of the least-loaded endpoint, and relays the response head
 //! and body byte for byte (the body is never decoded, only followed to its end). No task
@@ -10,7 +11,7 @@
 //! Protocol upgrades (WebSocket) are relayed too: the `101` response is passed on and the two
 //! connections are joined until either side closes; the request counts as in flight until then.
 //!
-//! Everything else — HTTP/2, HTTP/1.0, request bodies, `Expect`, cold starts,
+//! Everything else — HTTP/2, HTTP/1.0, chunked request bodies, `Expect`, cold starts,
 //! static routes, Service-address routing, h2c backends, bad or oversized heads — hands the
 //! connection (with the bytes read so far) to the general hyper-based path for the rest of its
 //! life, so both paths answer the same way.
@@ -75,6 +76,7 @@ pub(crate) async fn serve(
         timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         remote,
         watch_client: true,
+        body_left: 0,
     };
     // One stop future for the connection's life (creating one per request costs more).
     let mut stop_watch = stop.clone();
@@ -109,12 +111,27 @@ pub(crate) async fn serve(
                     _ => Next::Close,
                 }
             }
-            Plan::Forward(request) => {
+            Plan::Forward(mut request) => {
                 conn.buf.advance(head_len);
+                if request.body_len > 0 {
+                    // A body already read joins the head in one write (and can be resent); a
+                    // longer one streams from the client after the head.
+                    match usize::try_from(request.body_len) {
+                        Ok(len) if len <= conn.buf.len() => {
+                            conn.out.extend_from_slice(&conn.buf[..len]);
+                            conn.buf.advance(len);
+                        }
+                        _ => {
+                            conn.body_left = request.body_len;
+                            request.idempotent = false;
+                        }
+                    }
+                }
                 conn.forward(proxy, request).await
             }
         };
-        if next == Next::Close || *stop.borrow() {
+        // A request body not read to its end leaves no way to find the next request.
+        if next == Next::Close || *stop.borrow() || conn.body_left > 0 {
             let _ = conn.client.shutdown().await;
             return Outcome::Done;
         }
@@ -150,10 +167,13 @@ enum Plan {
 struct Forward {
     entry: Arc<RouteEntry>,
     method: &'static str,
-    /// `GET`, `HEAD`, … : may be resent on a fresh connection when a pooled one was stale.
+    /// `GET`, `HEAD`, … with any body fully buffered: may be resent on a fresh connection when
+    /// a pooled one was stale.
     idempotent: bool,
     head: bool,
     client_close: bool,
+    /// `Content-Length` of the request body (0 = none).
+    body_len: u64,
     /// The request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
     upgrade: bool,
 }
@@ -203,6 +223,7 @@ fn plan(
     }
     let headers: &[httparse::Header<'_>] = request.headers;
     let mut host: Option<&[u8]> = None;
+    let mut body_len: Option<u64> = None;
     let mut upgrade: Option<&[u8]> = None;
     let mut connection_upgrade = false;
     let mut client_close = false;
@@ -218,8 +239,15 @@ fn plan(
             }
             host = Some(h.value);
         } else if is(name, "content-length") {
-            if h.value.trim_ascii() != b"0" {
-                return Plan::General;
+            let digits = h.value.trim_ascii();
+            let parsed =
+                (!digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                    .flatten();
+            // Invalid or repeated lengths: the general path answers 400 as appropriate.
+            match (parsed, body_len) {
+                (Some(n), None) => body_len = Some(n),
+                _ => return Plan::General,
             }
         } else if is(name, "transfer-encoding") || is(name, "expect") {
             return Plan::General;
@@ -255,6 +283,10 @@ fn plan(
     };
     // `Upgrade` counts only when `Connection` names it (RFC 9110 §7.8).
     let upgrade = upgrade.filter(|_| connection_upgrade);
+    let body_len = body_len.unwrap_or(0);
+    if upgrade.is_some() && body_len > 0 {
+        return Plan::General;
+    }
     let Ok(host) = std::str::from_utf8(host_bytes) else {
         return Plan::General;
     };
@@ -329,6 +361,7 @@ fn plan(
         ),
         head: method == "HEAD",
         client_close,
+        body_len,
         upgrade: upgrade.is_some(),
     })
 }
@@ -414,6 +447,8 @@ struct Conn {
     remote: SocketAddr,
     /// Watch the client for EOF while waiting on the upstream (off once it pipelined a lot).
     watch_client: bool,
+    /// Bytes of the current request body still to be read from the client and sent upstream.
+    body_left: u64,
 }
 
 impl Conn {
@@ -586,6 +621,9 @@ impl Conn {
             tracing::debug!(upstream = %upstream.addr(), %error, "writing the request failed");
             return Err(Failure::Stale);
         }
+        if self.body_left > 0 {
+            self.send_body(&mut stream, upstream).await?;
+        }
 
         // The response head (after any informational 1xx heads, which are passed on).
         self.ubuf.clear();
@@ -710,6 +748,37 @@ impl Conn {
             tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
         }
         Ok(Relayed { code, close })
+    }
+
+    /// Streams the rest of the request body from the client to the upstream.
+    async fn send_body(
+        &mut self,
+        stream: &mut TcpStream,
+        upstream: &Upstream,
+    ) -> Result<(), Failure> {
+        loop {
+            if !self.buf.is_empty() {
+                let take = usize::try_from(self.body_left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                if let Err(error) = stream.write_all(&self.buf[..take]).await {
+                    return Err(Failure::BadGateway(format!(
+                        "backend {} failed while receiving the request body: {error}",
+                        upstream.addr()
+                    )));
+                }
+                self.buf.advance(take);
+                self.body_left -= take as u64;
+            }
+            if self.body_left == 0 {
+                return Ok(());
+            }
+            self.buf.reserve(READ_CHUNK);
+            match self.client.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(Failure::Aborted),
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Relays the `101` head (the first `len` bytes of `ubuf`) and joins the client and the

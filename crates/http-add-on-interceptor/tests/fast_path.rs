@@ -32,15 +32,17 @@ impl Drop for RawBackend {
 }
 
 /// What the backend sends for `path` (and whether it closes the connection afterwards).
-fn script(method: &str, path: &str, head: &str) -> (Vec<u8>, bool) {
+fn script(method: &str, path: &str, head: &str, body: &[u8]) -> (Vec<u8>, bool) {
     let ok = |body: &str| {
         format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-path: {path}\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-path: {path}\r\nX-Raw-Case: kept\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()
     };
     match path {
+        // The request body, back.
+        "/upload" => (ok(&String::from_utf8_lossy(body)), false),
         "/chunked" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
               5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"
@@ -116,12 +118,33 @@ async fn serve_raw(
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut request = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(len)) = request.parse(&buf) {
-                let body_len = request
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                };
+                let chunked = header("transfer-encoding").is_some();
+                let body_len = header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
                     .unwrap_or(0);
+                // A chunked body (only short test bodies): up to the last chunk's end.
+                let body_len = if chunked {
+                    match buf[len..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                        Some(at) => at + 5,
+                        None => {
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    body_len
+                };
                 let head = String::from_utf8_lossy(&buf[..len]).into_owned();
                 break (
                     request.method.unwrap_or("").to_owned(),
@@ -144,7 +167,7 @@ async fn serve_raw(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        buf.drain(..len + body_len);
+        let body: Vec<u8> = buf.drain(..len + body_len).skip(len).collect();
         if path == "/ws" {
             // Switch protocols, then echo every byte back until the client closes.
             let head = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
@@ -171,7 +194,7 @@ async fn serve_raw(
             let _ = release.wait_for(|r| *r).await;
             held.fetch_sub(1, Ordering::SeqCst);
         }
-        let (response, close) = script(&method, &path, &head);
+        let (response, close) = script(&method, &path, &head, &body);
         if stream.write_all(&response).await.is_err() || close {
             return;
         }
@@ -427,22 +450,22 @@ async fn a_connection_moves_to_the_general_path_and_keeps_working() {
     client.write_all(&get("/fast")).await.unwrap();
     let fast = read_response(&mut client, &mut pending, false).await;
     assert!(fast.contains("x-path: /fast"), "{fast:?}");
-    // A request with a body is served by the general path, as is the rest of the connection.
+    // The fast path relays header names as sent; the general path's hyper lower-cases them.
+    assert!(fast.contains("X-Raw-Case: kept\r\n"), "{fast:?}");
+    // A chunked request body is served by the general path, as is the rest of the connection.
     client
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\n\r\nhello")
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
         .await
         .unwrap();
     let upload = read_response(&mut client, &mut pending, false).await;
     assert!(upload.starts_with("HTTP/1.1 200 OK\r\n"), "{upload:?}");
-    assert!(
-        upload
-            .to_ascii_lowercase()
-            .contains("post /upload http/1.1"),
-        "{upload:?}"
-    );
+    assert!(upload.contains("x-raw-case: kept\r\n"), "{upload:?}");
     client.write_all(&get("/after")).await.unwrap();
     let after = read_response(&mut client, &mut pending, false).await;
     assert!(after.contains("x-path: /after"), "{after:?}");
+    assert!(after.contains("x-raw-case: kept\r\n"), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,4 +561,64 @@ async fn an_upgrade_held_for_a_cold_start_is_tunnelled_too() {
     w.wait_concurrency("default/raw", 1).await;
     drop(client);
     w.wait_concurrency("default/raw", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_with_a_length_stay_on_the_fast_path() {
+    let (w, _backend) = setup().await;
+    let mut client = connect(&w).await;
+    let mut pending = Vec::new();
+    // A small body arrives with its head.
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let small = read_response(&mut client, &mut pending, false).await;
+    assert!(small.contains("X-Raw-Case: kept\r\n"), "{small:?}");
+    assert!(small.ends_with("\r\n\r\nhello"), "{small:?}");
+
+    // A larger one streams in pieces, the head first.
+    let body: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    client
+        .write_all(
+            format!(
+                "PUT /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for piece in body.as_bytes().chunks(64 * 1024) {
+        client.write_all(piece).await.unwrap();
+    }
+    let large = read_response(&mut client, &mut pending, false).await;
+    assert!(large.contains("X-Raw-Case: kept\r\n"), "{large:?}");
+    assert!(large.ends_with(&body), "the whole body arrives in order");
+
+    // The connection is still in step: a next request is answered normally.
+    client.write_all(&get("/next")).await.unwrap();
+    let next = read_response(&mut client, &mut pending, false).await;
+    assert!(next.contains("x-path: /next"), "{next:?}");
+    assert!(next.contains("X-Raw-Case: kept\r\n"), "{next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_in_the_middle_of_its_body_is_counted_out() {
+    let (w, backend) = setup().await;
+    let mut client = connect(&w).await;
+    client
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 1000\r\n\r\npartial",
+        )
+        .await
+        .unwrap();
+    w.wait_concurrency("default/raw", 1).await;
+    drop(client);
+    w.wait_concurrency("default/raw", 0).await;
+    // The backend never got a whole request, and the proxy keeps serving.
+    assert_eq!(w.get("raw.test", "/ok").await.status, http::StatusCode::OK);
+    drop(backend);
 }
