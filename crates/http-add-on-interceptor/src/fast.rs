@@ -969,6 +969,9 @@ fn response_head(
         let name = h.name;
         if is_hop_by_hop(name)
             || (cold_header && is(name, "x-keda-http-cold-start"))
+            // With Transfer-Encoding the length is the chunks' (RFC 9112 §6.3): a
+            // Content-Length next to it must not reach the client.
+            || (transfer_encoding && is(name, "content-length"))
             || named[..named_len]
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))

@@ -44,7 +44,7 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> (Vec<u8>, bool) 
         // The request body, back.
         "/upload" => (ok(&String::from_utf8_lossy(body)), false),
         "/chunked" => (
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\ntrailer: x-sum\r\n\r\n\
               5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"
                 .to_vec(),
             false,
@@ -288,6 +288,10 @@ async fn relays_every_response_framing_on_one_connection() {
     assert!(
         chunked.contains("transfer-encoding: chunked\r\n"),
         "{chunked:?}"
+    );
+    assert!(
+        !chunked.contains("content-length"),
+        "a length next to chunked framing is dropped: {chunked:?}"
     );
     assert!(
         chunked.contains("x-keda-http-cold-start: false\r\n"),
