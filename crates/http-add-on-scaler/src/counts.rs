@@ -239,6 +239,28 @@ impl Counts {
         }
     }
 
+    /// Forgets the aggregated state of every route that `keep` rejects and that has nothing in
+    /// flight and nothing in its rate window at `now`; returns the routes forgotten. (Each
+    /// interceptor's last counts stay, so a route created again counts from where it was.)
+    pub fn prune(&self, now: Instant, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut inner = self.lock();
+        let gone: Vec<String> = inner
+            .routes
+            .iter()
+            .filter(|(route, r)| r.concurrency <= 0 && r.window.total(now) == 0 && !keep(route))
+            .map(|(route, _)| route.clone())
+            .collect();
+        for route in &gone {
+            inner.routes.remove(route);
+        }
+        gone
+    }
+
+    /// Routes with aggregated state.
+    pub fn routes(&self) -> Vec<String> {
+        self.lock().routes.keys().cloned().collect()
+    }
+
     /// Counts of `route` at `now`; a route nobody has reported yet has all zeros.
     pub fn route(&self, route: &str, now: Instant) -> RouteCounts {
         self.lock()
@@ -305,6 +327,34 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn prune_forgets_only_idle_routes_that_are_not_kept() {
+        let counts = Counts::new(Duration::from_secs(1));
+        let now = Instant::now();
+        counts.add_pod(pod(1));
+        counts.apply(
+            pod(1),
+            &update(
+                true,
+                &[("ns/busy", 2, 0), ("ns/idle", 0, 50), ("ns/kept", 0, 0)],
+            ),
+            now,
+        );
+        // A request in the rate window keeps a route too.
+        counts.apply(pod(1), &update(false, &[("ns/recent", 0, 1)]), now);
+        let mut gone = counts.prune(now, |route| route == "ns/kept");
+        gone.sort();
+        assert_eq!(gone, ["ns/idle"]);
+        let mut left = counts.routes();
+        left.sort();
+        assert_eq!(left, ["ns/busy", "ns/kept", "ns/recent"]);
+        // A forgotten route that comes back counts from the interceptor's last numbers: its
+        // old request total is not mistaken for new requests.
+        counts.apply(pod(1), &update(false, &[("ns/idle", 1, 50)]), now);
+        let back = counts.route("ns/idle", now);
+        assert_eq!((back.concurrency, back.window_total), (1, 0));
     }
 
     #[test]

@@ -534,6 +534,16 @@ mod tests {
         assert_eq!(spec.metric_specs[0].target_size_float, 2.0);
     }
 
+    #[test]
+    fn route_keys_exist_for_either_kind() {
+        let routes = service().routes;
+        assert_eq!(routes.exists("ns/app"), Ok(true), "the HTTPScaledObject");
+        assert_eq!(routes.exists("ns/ir"), Ok(true), "the InterceptorRoute");
+        assert_eq!(routes.exists("ns/gone"), Ok(false));
+        assert_eq!(routes.exists("other/app"), Ok(false));
+        assert_eq!(routes.exists("no-slash"), Ok(false));
+    }
+
     fn hso(spec: serde_json::Value) -> HTTPScaledObject {
         let mut spec = spec;
         spec["scaleTargetRef"] = json!({"name": "app", "service": "app", "port": 8080});

@@ -17,7 +17,7 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_add_on_types::proto::FILE_DESCRIPTOR_SET;
 use http_add_on_types::proto::externalscaler::external_scaler_server::ExternalScalerServer;
@@ -123,6 +123,30 @@ impl Drop for RunningScaler {
     }
 }
 
+/// How often state of deleted routes is looked for.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Every `interval`, forgets the counts and metric series of routes whose HTTPScaledObject or
+/// InterceptorRoute is gone and that are idle, so deleted routes do not accumulate.
+async fn prune_routes(
+    counts: Arc<Counts>,
+    specs: routes::RouteSpecs,
+    metrics: Arc<metrics::Metrics>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // Until the caches have synced, every route counts as existing.
+        let gone = counts.prune(Instant::now(), |route| specs.exists(route).unwrap_or(true));
+        for route in gone {
+            tracing::debug!(route, "forgot a deleted route");
+            metrics.forget(&route);
+        }
+    }
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -165,6 +189,12 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
 
     let (route_specs, reflectors) = routes::RouteSpecs::start(client);
     tasks.push(reflectors);
+    tasks.push(tokio::spawn(prune_routes(
+        counts.clone(),
+        route_specs.clone(),
+        metrics.clone(),
+        PRUNE_INTERVAL,
+    )));
     tasks.push(tokio::spawn(metrics::serve(
         metrics_listener,
         metrics.clone(),
@@ -242,9 +272,9 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 async fn report_readiness(
     health: tonic_health::server::HealthReporter,
     counts: Arc<Counts>,
-    tick: std::time::Duration,
+    tick: Duration,
 ) {
-    let mut interval = tokio::time::interval((tick / 4).max(std::time::Duration::from_millis(10)));
+    let mut interval = tokio::time::interval((tick / 4).max(Duration::from_millis(10)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
     loop {

@@ -100,6 +100,15 @@ impl Metrics {
         self.route_rate.get_or_create(&labels).set(rate);
     }
 
+    /// Drops the series of a route that no longer exists.
+    pub fn forget(&self, route: &str) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.route_concurrency.remove(&labels);
+        self.route_rate.remove(&labels);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -177,5 +186,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        m.forget("ns/app");
+        assert!(
+            !m.encode().contains("ns/app"),
+            "a forgotten route has no series"
+        );
     }
 }

@@ -83,6 +83,15 @@ impl RouteSpecs {
         )
     }
 
+    /// Whether an HTTPScaledObject or an InterceptorRoute has the route key `namespace/name`.
+    pub fn exists(&self, route: &str) -> Result<bool, NotSynced> {
+        let Some((namespace, name)) = route.split_once('/') else {
+            return Ok(false);
+        };
+        Ok(self.http_scaled_object(namespace, name)?.is_some()
+            || self.interceptor_route(namespace, name)?.is_some())
+    }
+
     /// The InterceptorRoute `namespace/name`, if it exists.
     pub fn interceptor_route(
         &self,
