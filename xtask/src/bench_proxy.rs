@@ -199,19 +199,9 @@ fn pinned(program: &Path, core: Option<u32>) -> Command {
     }
 }
 
-/// Sum of `field` (kB) of `pid` and its children, from /proc.
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let read = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    let children: Vec<u32> = std::fs::read_dir("/proc")
+/// `pid` and its children (nginx and HAProxy serve from worker processes).
+fn family(pid: u32) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
@@ -226,7 +216,50 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
                 == Some(pid)
         })
         .collect();
-    read(pid) + children.into_iter().map(read).sum::<u64>()
+    pids.push(pid);
+    pids
+}
+
+/// CPU time (user + system) used so far by `pid` and its children, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks_per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    let ticks: u64 = family(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // After the command: state is field 3, utime 14 and stime 15 (1-based, man proc).
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum();
+    ticks as f64 / ticks_per_second
+}
+
+/// Sum of `field` (kB) of `pid` and its children, from /proc.
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    let read = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    family(pid).into_iter().map(read).sum::<u64>()
 }
 
 struct LoadResult {
@@ -297,6 +330,8 @@ struct Row {
     fixed: LoadResult,
     idle_kb: u64,
     peak_kb: u64,
+    /// CPU time of the proxy per request during the wrk run, in microseconds.
+    cpu_us: Option<f64>,
 }
 
 /// Runs the comparison: `seconds` per measurement, `rate` requests/s for the latency run,
@@ -380,9 +415,16 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         eprintln!("measuring {name} at {addr}");
         let idle_kb = pid.map_or(0, |p| rss_kb(p, "VmRSS:"));
         let closed = load(&tool, client_core, addr, connections, seconds, None)?;
+        let cpu_before = pid.map(cpu_seconds);
         let wrk = wrk
             .as_deref()
             .and_then(|w| wrk_rps(w, client_core, addr, connections, seconds));
+        let cpu_us = match (pid, cpu_before, wrk) {
+            (Some(pid), Some(before), Some(rps)) if rps > 0.0 => {
+                Some((cpu_seconds(pid) - before) * 1e6 / (rps * seconds as f64))
+            }
+            _ => None,
+        };
         let fixed = load(
             &tool,
             client_core,
@@ -402,6 +444,7 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             fixed,
             idle_kb,
             peak_kb,
+            cpu_us,
         });
         Ok(())
     };
@@ -517,8 +560,16 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         connections.min(32)
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "target", "wrk req/s", "gen req/s", "p50 ms", "p99 ms", "p99.9 ms", "idle MB", "peak MB"
+        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "target",
+        "wrk req/s",
+        "gen req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "idle MB",
+        "peak MB",
+        "CPU us/req"
     );
     for r in &rows {
         let mb = |kb: u64| {
@@ -529,7 +580,7 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             }
         };
         println!(
-            "{:<24} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>9}",
+            "{:<24} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>9} {:>10}",
             r.name,
             r.wrk.map_or("-".to_owned(), |w| format!("{w:.0}")),
             r.rps,
@@ -538,6 +589,7 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             r.fixed.p999,
             mb(r.idle_kb),
             mb(r.peak_kb),
+            r.cpu_us.map_or("-".to_owned(), |c| format!("{c:.1}")),
         );
     }
     // Ratios use wrk's requests/s when every row has it (it loads harder than the built-in
@@ -564,11 +616,26 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
             i.fixed.p99 - d.fixed.p99
         );
     }
+    // The proxies share the machine with the load generator and the backend, which can cap
+    // requests/s before a proxy's core is saturated: CPU time per request compares the proxies'
+    // own cost (below 1 = the interceptor needs less CPU per request).
+    let cpu_ratio = |i: &Row, other: &Row| match (i.cpu_us, other.cpu_us) {
+        (Some(a), Some(b)) if b > 0.0 => format!("; CPU per request {:.2}x", a / b),
+        _ => String::new(),
+    };
     if let (Some(i), Some(n)) = (find("interceptor (1"), find("nginx")) {
-        println!("interceptor/nginx: {:.2}x req/s", i.rps / n.rps);
+        println!(
+            "interceptor/nginx: {:.2}x req/s{}",
+            i.rps / n.rps,
+            cpu_ratio(i, n)
+        );
     }
     if let (Some(i), Some(h)) = (find("interceptor (1"), find("haproxy")) {
-        println!("interceptor/haproxy: {:.2}x req/s", i.rps / h.rps);
+        println!(
+            "interceptor/haproxy: {:.2}x req/s{}",
+            i.rps / h.rps,
+            cpu_ratio(i, h)
+        );
     }
     Ok(())
 }
