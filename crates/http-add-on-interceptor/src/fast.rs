@@ -16,7 +16,7 @@
 //! connection (with the bytes read so far) to the general hyper-based path for the rest of its
 //! life, so both paths answer the same way.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderName;
 use http_add_on_types::routing::RequestHeaders;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -49,25 +49,27 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_CONNECTION_NAMED: usize = 8;
 
 /// How a connection left the fast path.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<C> {
     /// The connection is finished.
     Done,
     /// The general path serves the rest of the connection, starting with `buffered`.
     HandOff {
         /// The client connection.
-        stream: TcpStream,
+        stream: C,
         /// Bytes read from it and not yet served.
         buffered: Bytes,
     },
 }
 
-/// Serves `stream` on the fast path until it closes or needs the general path.
-pub(crate) async fn serve(
+/// Serves `stream` (received over TLS when `tls`) on the fast path until it closes or needs
+/// the general path.
+pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     proxy: &Proxy,
-    stream: TcpStream,
+    stream: C,
     remote: SocketAddr,
+    tls: bool,
     stop: &mut watch::Receiver<bool>,
-) -> Outcome {
+) -> Outcome<C> {
     let mut conn = Conn {
         client: stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -93,7 +95,9 @@ pub(crate) async fn serve(
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(_)) => plan(proxy, remote, &request, &mut conn.out),
+                Ok(httparse::Status::Complete(_)) => {
+                    plan(proxy, remote, tls, &request, &mut conn.out)
+                }
                 _ => Plan::General,
             }
         };
@@ -106,7 +110,7 @@ pub(crate) async fn serve(
             } => {
                 conn.buf.advance(head_len);
                 write_plain(&mut conn.out, status, &message, close, false);
-                match conn.client.write_all(&conn.out).await {
+                match send(&mut conn.client, &conn.out).await {
                     Ok(()) if !close => Next::KeepAlive,
                     _ => Next::Close,
                 }
@@ -211,6 +215,7 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn plan(
     proxy: &Proxy,
     remote: SocketAddr,
+    tls: bool,
     request: &httparse::Request<'_, '_>,
     out: &mut Vec<u8>,
 ) -> Plan {
@@ -341,7 +346,11 @@ fn plan(
         let _ = write!(out, "{}\r\n", remote.ip());
     }
     if !forwarded_proto {
-        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        out.extend_from_slice(if tls {
+            b"X-Forwarded-Proto: https\r\n"
+        } else {
+            b"X-Forwarded-Proto: http\r\n"
+        });
     }
     if !forwarded_host {
         push_header(out, b"X-Forwarded-Host", host_bytes);
@@ -434,8 +443,8 @@ enum Failure {
     Aborted,
 }
 
-struct Conn {
-    client: TcpStream,
+struct Conn<C> {
+    client: C,
     /// Bytes read from the client and not yet served.
     buf: BytesMut,
     /// Bytes read from the upstream.
@@ -451,8 +460,8 @@ struct Conn {
     body_left: u64,
 }
 
-impl Conn {
-    fn hand_off(self) -> Outcome {
+impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
+    fn hand_off(self) -> Outcome<C> {
         Outcome::HandOff {
             stream: self.client,
             buffered: self.buf.freeze(),
@@ -584,7 +593,7 @@ impl Conn {
                     proxy.config.enable_cold_start_header,
                 );
                 tally.settle(status);
-                let written = self.client.write_all(&self.out).await;
+                let written = send(&mut self.client, &self.out).await;
                 return if written.is_ok() && !close {
                     Next::KeepAlive
                 } else {
@@ -676,7 +685,7 @@ impl Conn {
                 }
                 Some(HeadOut::Informational { len }) => {
                     let informational = self.ubuf.split_to(len);
-                    if self.client.write_all(&informational).await.is_err() {
+                    if send(&mut self.client, &informational).await.is_err() {
                         return Err(Failure::Aborted);
                     }
                     continue;
@@ -723,7 +732,7 @@ impl Conn {
         if done {
             tally.settle(code);
         }
-        if self.client.write_all(&self.out).await.is_err() {
+        if send(&mut self.client, &self.out).await.is_err() {
             return Err(Failure::Aborted);
         }
         while !done {
@@ -737,7 +746,7 @@ impl Conn {
             if done {
                 tally.settle(code);
             }
-            if self.client.write_all(&self.out).await.is_err() {
+            if send(&mut self.client, &self.out).await.is_err() {
                 return Err(Failure::Aborted);
             }
         }
@@ -801,7 +810,7 @@ impl Conn {
         } else {
             self.out.extend_from_slice(&self.ubuf);
         }
-        if self.client.write_all(&self.out).await.is_err()
+        if send(&mut self.client, &self.out).await.is_err()
             || stream.write_all(&self.buf).await.is_err()
         {
             return Err(Failure::Aborted);
@@ -846,33 +855,37 @@ impl Conn {
         stream: &mut TcpStream,
         deadline: Option<Instant>,
     ) -> Result<(), Stalled> {
-        self.ubuf.reserve(READ_CHUNK);
+        let Self {
+            client,
+            buf,
+            ubuf,
+            timer,
+            watch_client,
+            ..
+        } = self;
+        ubuf.reserve(READ_CHUNK);
         loop {
-            let client_event = tokio::select! {
+            if *watch_client {
+                buf.reserve(4096);
+            }
+            tokio::select! {
                 biased;
-                read = stream.read_buf(&mut self.ubuf) => return match read {
+                read = stream.read_buf(ubuf) => return match read {
                     Ok(0) => Err(Stalled::Eof),
                     Ok(_) => Ok(()),
                     Err(error) => Err(Stalled::Failed(error)),
                 },
-                ready = poll_fn(|cx| self.client.poll_read_ready(cx)), if self.watch_client => ready,
-                () = wait_deadline(&mut self.timer, deadline) => return Err(Stalled::TimedOut),
-            };
-            if client_event.is_err() {
-                return Err(Stalled::ClientGone);
-            }
-            // The client sent something while its request is served: EOF (gone) or the next
-            // pipelined request, kept for later.
-            self.buf.reserve(4096);
-            match self.client.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(Stalled::ClientGone),
-                Ok(_) => {
-                    if self.buf.len() > 2 * MAX_RESPONSE_HEAD {
-                        self.watch_client = false;
+                // The client sent something while its request is served: EOF (gone) or the
+                // next pipelined request, kept for later.
+                read = client.read_buf(buf), if *watch_client => match read {
+                    Ok(0) | Err(_) => return Err(Stalled::ClientGone),
+                    Ok(_) => {
+                        if buf.len() > 2 * MAX_RESPONSE_HEAD {
+                            *watch_client = false;
+                        }
                     }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Err(Stalled::ClientGone),
+                },
+                () = wait_deadline(timer, deadline) => return Err(Stalled::TimedOut),
             }
         }
     }
@@ -1068,6 +1081,12 @@ async fn wait_deadline(timer: &mut Pin<Box<Sleep>>, deadline: Option<Instant>) {
     }
 }
 
+/// Writes `bytes` to the client and flushes (a no-op on TCP; TLS may buffer a record).
+async fn send<C: AsyncWrite + Unpin>(client: &mut C, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
 async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
@@ -1077,19 +1096,19 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
 }
 
 /// A client connection handed to the general path: the bytes already read come first.
-pub(crate) struct Prefixed {
+pub(crate) struct Prefixed<C> {
     prefix: Bytes,
-    io: TcpStream,
+    io: C,
 }
 
-impl Prefixed {
+impl<C> Prefixed<C> {
     /// `io`, reading `prefix` before anything else.
-    pub(crate) fn new(prefix: Bytes, io: TcpStream) -> Self {
+    pub(crate) fn new(prefix: Bytes, io: C) -> Self {
         Self { prefix, io }
     }
 }
 
-impl tokio::io::AsyncRead for Prefixed {
+impl<C: AsyncRead + Unpin> AsyncRead for Prefixed<C> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -1105,7 +1124,7 @@ impl tokio::io::AsyncRead for Prefixed {
     }
 }
 
-impl tokio::io::AsyncWrite for Prefixed {
+impl<C: AsyncWrite + Unpin> AsyncWrite for Prefixed<C> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

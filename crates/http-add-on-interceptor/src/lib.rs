@@ -428,7 +428,7 @@ async fn serve_proxy(
         tokio::spawn(async move {
             let _token = token;
             let outcome = tokio::select! {
-                outcome = fast::serve(&proxy, stream, remote, &mut stop) => outcome,
+                outcome = fast::serve(&proxy, stream, remote, false, &mut stop) => outcome,
                 _ = stopped(&mut force) => return,
             };
             if let fast::Outcome::HandOff { stream, buffered } = outcome {
@@ -477,20 +477,28 @@ async fn serve_tls(
                         return;
                     }
                 };
+            // HTTP/1.1 takes the fast path like plain connections; h2 (by ALPN) goes to hyper.
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let (stream, buffered) = if h2 {
+                (stream, bytes::Bytes::new())
+            } else {
+                let mut fast_stop = stop.clone();
+                let mut fast_force = force.clone();
+                let outcome = tokio::select! {
+                    outcome = fast::serve(&proxy, stream, remote, true, &mut fast_stop) => outcome,
+                    _ = stopped(&mut fast_force) => return,
+                };
+                match outcome {
+                    fast::Outcome::Done => return,
+                    fast::Outcome::HandOff { stream, buffered } => (stream, buffered),
+                }
+            };
             let service = service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(proxy::ViaTls);
                 proxy.clone().handle(remote, req)
             });
-            drive(
-                "TLS proxy",
-                remote,
-                &builder,
-                TokioIo::new(stream),
-                service,
-                stop,
-                force,
-            )
-            .await;
+            let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
+            drive("TLS proxy", remote, &builder, io, service, stop, force).await;
         });
     }
     drop(listener);

@@ -167,3 +167,92 @@ async fn unreadable_certificates_stop_the_start_naming_the_file() {
         assert!(named, "{} / {}: {error}", cert.display(), key.display());
     }
 }
+
+/// A backend answering every request with a fixed response whose header name case only the
+/// fast path keeps (hyper lower-cases header names).
+async fn raw_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        buf.drain(..end + 4);
+                        let proto = if head.contains("x-forwarded-proto: https") {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nX-Raw-Case: kept\r\ncontent-length: {}\r\n\r\n{proto}",
+                            proto.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http1_takes_the_fast_path_with_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::with_config(Config {
+        tls: Some(tls_config()),
+        ..Config::for_tests()
+    })
+    .await;
+    let addr = w.interceptor.tls_addr().expect("TLS listener");
+    let backend = raw_backend().await;
+    w.expose_addrs("raw", "http", None, &[backend]).await;
+    w.apply_hso(hso("raw", &["tls.test"], &[], "raw", json!(80)))
+        .await;
+    w.wait_routed("tls.test", "/").await;
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector(&[b"http/1.1"])
+        .connect(ServerName::try_from("tls.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: tls.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        while !response.ends_with(b"\r\n\r\nhttps") {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(common::TIMEOUT, tls.read(&mut chunk))
+                .await
+                .expect("a response in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed: {}",
+                String::from_utf8_lossy(&response)
+            );
+            response.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("X-Raw-Case: kept\r\n"),
+            "served by the fast path: {text}"
+        );
+    }
+}
