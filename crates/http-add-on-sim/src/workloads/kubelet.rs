@@ -481,7 +481,11 @@ mod tests {
 
     #[tokio::test]
     async fn binds_all_ports_on_one_ip_and_moves_on_when_taken() {
-        let (ip, listeners) = bind_ports(random::pod_ip(), &[18080, 18081]).await.unwrap();
+        // Ports free on every interface right now (fixed ones could be taken on a busy host).
+        let holders = [(); 2].map(|()| std::net::TcpListener::bind("0.0.0.0:0").unwrap());
+        let ports = holders.each_ref().map(|l| l.local_addr().unwrap().port());
+        drop(holders);
+        let (ip, listeners) = bind_ports(random::pod_ip(), &ports).await.unwrap();
         assert_eq!(listeners.len(), 2);
         assert!(
             listeners
@@ -489,7 +493,7 @@ mod tests {
                 .all(|listener| listener.local_addr().unwrap().ip() == ip)
         );
         // The same IP is taken now: binding again must pick another one.
-        let (other, _listeners) = bind_ports(ip, &[18080]).await.unwrap();
+        let (other, _listeners) = bind_ports(ip, &ports[..1]).await.unwrap();
         assert_ne!(other, ip);
     }
 
