@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// `appProtocol` of a Service port whose backends speak HTTP/2 without TLS.
 pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
@@ -56,8 +57,8 @@ pub struct Upstream {
     addr: SocketAddr,
     authority: Authority,
     outstanding: AtomicUsize,
-    /// Idle keep-alive connections of the HTTP/1.1 fast path.
-    idle: Mutex<Vec<TcpStream>>,
+    /// Idle keep-alive connections of the HTTP/1.1 fast path, with when each became idle.
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
 impl Upstream {
@@ -92,11 +93,21 @@ impl Upstream {
         self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// An idle pooled connection that still looks open (no pending data or EOF), if any.
-    pub fn take_idle(&self) -> Option<TcpStream> {
+    /// The most recently pooled idle connection that still looks open (no pending data or EOF)
+    /// and has been idle for at most `max_idle` (`None` = no limit), if any. Older ones are
+    /// closed.
+    pub fn take_idle(&self, now: Instant, max_idle: Option<Duration>) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(max_idle) = max_idle {
+            // Oldest first: drop every connection idle for too long.
+            let expired = idle
+                .iter()
+                .take_while(|(_, since)| now.saturating_duration_since(*since) > max_idle)
+                .count();
+            idle.drain(..expired);
+        }
         let mut cx = Context::from_waker(Waker::noop());
-        while let Some(stream) = idle.pop() {
+        while let Some((stream, _)) = idle.pop() {
             // An idle connection is readable only when the peer closed it (or misbehaved).
             // Readiness comes from the event loop, so this check costs no system call.
             if stream.poll_read_ready(&mut cx).is_pending() {
@@ -107,11 +118,11 @@ impl Upstream {
         None
     }
 
-    /// Returns a connection to the idle pool, keeping at most `max` idle connections.
-    pub fn put_idle(&self, stream: TcpStream, max: usize) {
+    /// Returns a connection, idle since `now`, to the pool, keeping at most `max`.
+    pub fn put_idle(&self, stream: TcpStream, now: Instant, max: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < max {
-            idle.push(stream);
+            idle.push((stream, now));
         }
     }
 
@@ -368,6 +379,51 @@ mod tests {
         (0..n)
             .map(|i| Arc::new(Upstream::new(SocketAddr::from(([127, 0, 0, i + 1], 80)))))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire_and_closed_ones_are_skipped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Upstream::new(addr);
+        let connect = || async {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            (client, server)
+        };
+        let t0 = Instant::now();
+        let max_idle = Some(Duration::from_secs(90));
+
+        let (old, _old_server) = connect().await;
+        upstream.put_idle(old, t0, 10);
+        let (fresh, _fresh_server) = connect().await;
+        let fresh_port = fresh.local_addr().unwrap().port();
+        upstream.put_idle(fresh, t0 + Duration::from_secs(60), 10);
+        // At t0 + 100s the first is past 90s of idleness and is closed; the second is reused.
+        let taken = upstream
+            .take_idle(t0 + Duration::from_secs(100), max_idle)
+            .expect("the fresher connection");
+        assert_eq!(taken.local_addr().unwrap().port(), fresh_port);
+        assert!(
+            upstream
+                .take_idle(t0 + Duration::from_secs(100), None)
+                .is_none()
+        );
+
+        // A connection its peer closed is skipped.
+        let (closing, closing_server) = connect().await;
+        drop(closing_server);
+        closing.readable().await.unwrap();
+        upstream.put_idle(closing, t0, 10);
+        assert!(upstream.take_idle(t0, max_idle).is_none());
+
+        // At most `max` are kept.
+        let (a, _a_server) = connect().await;
+        let (b, _b_server) = connect().await;
+        upstream.put_idle(a, t0, 1);
+        upstream.put_idle(b, t0, 1);
+        assert!(upstream.take_idle(t0, None).is_some());
+        assert!(upstream.take_idle(t0, None).is_none());
     }
 
     #[test]

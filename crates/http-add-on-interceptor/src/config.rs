@@ -33,6 +33,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Idle pooled connections kept per backend address (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`, 100).
     pub max_idle_conns_per_host: usize,
+    /// Pooled connections idle longer than this are closed; `None` = never
+    /// (`KEDA_HTTP_IDLE_CONN_TIMEOUT`, 90s; 0 = never).
+    pub idle_conn_timeout: Option<Duration>,
     /// Longest wait for in-flight requests at shutdown (`KEDA_HTTP_DRAIN_TIMEOUT`, 30s).
     pub drain_timeout: Duration,
     /// Time between `/readyz` turning 503 and closing the listeners (`KEDA_HTTP_SHUTDOWN_DELAY`, 5s).
@@ -99,6 +102,7 @@ impl Default for Config {
             readiness_timeout: None,
             connect_timeout: Duration::from_millis(500),
             max_idle_conns_per_host: 100,
+            idle_conn_timeout: Some(Duration::from_secs(90)),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_secs(5),
             enable_cold_start_header: true,
@@ -188,6 +192,9 @@ impl Config {
                 "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
                 d.max_idle_conns_per_host,
             )?,
+            idle_conn_timeout: non_zero(
+                env.duration("KEDA_HTTP_IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
+            ),
             drain_timeout: env.duration("KEDA_HTTP_DRAIN_TIMEOUT", d.drain_timeout)?,
             shutdown_delay: env.duration("KEDA_HTTP_SHUTDOWN_DELAY", d.shutdown_delay)?,
             enable_cold_start_header: env.bool(
@@ -272,6 +279,7 @@ mod tests {
             ("KEDA_HTTP_READINESS_TIMEOUT", "20s"),
             ("KEDA_HTTP_CONNECT_TIMEOUT", "250ms"),
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "7"),
+            ("KEDA_HTTP_IDLE_CONN_TIMEOUT", "0s"),
             ("KEDA_HTTP_DRAIN_TIMEOUT", "3s"),
             ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
             ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "false"),
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(c.readiness_timeout, Some(Duration::from_secs(20)));
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.max_idle_conns_per_host, 7);
+        assert_eq!(c.idle_conn_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.shutdown_delay, Duration::ZERO);
         assert!(!c.enable_cold_start_header && c.log_requests && !c.direct_pod_routing);
@@ -350,6 +359,7 @@ mod tests {
             ("KEDA_CONDITION_WAIT_TIMEOUT", "-"),
             ("KEDA_HTTP_CONNECT_TIMEOUT", "0s"),
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "many"),
+            ("KEDA_HTTP_IDLE_CONN_TIMEOUT", "90"),
             ("KEDA_HTTP_DRAIN_TIMEOUT", "30"),
             ("KEDA_HTTP_SHUTDOWN_DELAY", "5 s"),
             ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "yes"),

@@ -539,7 +539,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             };
             excluded[attempt] = Some(upstream.addr());
             let _outstanding = upstream.begin();
-            let mut pooled = upstream.take_idle();
+            let mut pooled = upstream.take_idle(start, proxy.config.idle_conn_timeout);
             loop {
                 let reused = pooled.is_some();
                 let stream = match pooled.take() {
@@ -752,7 +752,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         }
         tally.settle(code);
         if upstream_reusable && framing.is_done() && self.ubuf.is_empty() {
-            upstream.put_idle(stream, proxy.config.max_idle_conns_per_host);
+            upstream.put_idle(stream, Instant::now(), proxy.config.max_idle_conns_per_host);
         } else {
             tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
         }

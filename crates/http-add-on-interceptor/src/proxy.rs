@@ -238,7 +238,7 @@ impl Proxy {
             builder
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_idle_timeout(config.idle_conn_timeout)
                 .pool_max_idle_per_host(config.max_idle_conns_per_host)
                 .http2_only(h2c);
             builder.build(connector)
