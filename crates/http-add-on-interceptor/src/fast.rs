@@ -1,8 +1,8 @@
 //! The HTTP/1.1 fast path: plain keep-alive requests to warm backends, relayed in the
 //! connection's own task over pooled upstream connections.
 //!
-//! Most proxied traffic is an HTTP/1.1 request (without a body, or with a `Content-Length`
-//! one) to a backend that has ready endpoints.
+//! Most proxied traffic is an HTTP/1.1 request (without a body, or with a `Content-Length` or
+//! chunked one, relayed as is) to a backend that has ready endpoints.
 //! For those, this module parses the request head in place, rewrites it into one buffer, sends
 //! it on an idle upstream connection of the least-loaded endpoint, and relays the response head
 //! and body byte for byte (the body is never decoded, only followed to its end). No task
@@ -11,7 +11,7 @@
 //! Protocol upgrades (WebSocket) are relayed too: the `101` response is passed on and the two
 //! connections are joined until either side closes; the request counts as in flight until then.
 //!
-//! Everything else — HTTP/2, HTTP/1.0, chunked request bodies, `Expect`, cold starts,
+//! Everything else — HTTP/2, HTTP/1.0, other transfer codings, `Expect`, cold starts,
 //! static routes, Service-address routing, h2c backends, bad or oversized heads — hands the
 //! connection (with the bytes read so far) to the general hyper-based path for the rest of its
 //! life, so both paths answer the same way.
@@ -78,7 +78,7 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         remote,
         watch_client: true,
-        body_left: 0,
+        req_body: Framing::Empty,
     };
     // One stop future for the connection's life (creating one per request costs more).
     let mut stop_watch = stop.clone();
@@ -116,26 +116,30 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Plan::Forward(mut request) => {
+                // A body already read whole joins the head in one write (and can be resent);
+                // a longer one streams from the client after the head.
+                let buffered = match request.body_framing().feed(&conn.buf[head_len..]) {
+                    Ok(Fed::End(len)) => Some(len),
+                    Ok(Fed::More) => None,
+                    // A malformed chunked body: the general path answers it.
+                    Err(_) => return conn.hand_off(),
+                };
                 conn.buf.advance(head_len);
-                if request.body_len > 0 {
-                    // A body already read joins the head in one write (and can be resent); a
-                    // longer one streams from the client after the head.
-                    match usize::try_from(request.body_len) {
-                        Ok(len) if len <= conn.buf.len() => {
-                            conn.out.extend_from_slice(&conn.buf[..len]);
-                            conn.buf.advance(len);
-                        }
-                        _ => {
-                            conn.body_left = request.body_len;
-                            request.idempotent = false;
-                        }
+                match buffered {
+                    Some(len) => {
+                        conn.out.extend_from_slice(&conn.buf[..len]);
+                        conn.buf.advance(len);
+                    }
+                    None => {
+                        conn.req_body = request.body_framing();
+                        request.idempotent = false;
                     }
                 }
                 conn.forward(proxy, request).await
             }
         };
         // A request body not read to its end leaves no way to find the next request.
-        if next == Next::Close || *stop.borrow() || conn.body_left > 0 {
+        if next == Next::Close || *stop.borrow() || !conn.req_body.is_done() {
             let _ = conn.client.shutdown().await;
             return Outcome::Done;
         }
@@ -178,12 +182,27 @@ struct Forward {
     client_close: bool,
     /// `Content-Length` of the request body (0 = none).
     body_len: u64,
+    /// The request body is chunked (relayed as is).
+    chunked: bool,
     /// The request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
     upgrade: bool,
 }
 
 /// A request's header lines as the route table sees them.
 struct ParsedHeaders<'a, 'b>(&'a [httparse::Header<'b>]);
+
+impl Forward {
+    /// How the request body is framed.
+    fn body_framing(&self) -> Framing {
+        if self.chunked {
+            Framing::Chunked(Default::default())
+        } else if self.body_len > 0 {
+            Framing::Length(self.body_len)
+        } else {
+            Framing::Empty
+        }
+    }
+}
 
 impl RequestHeaders for ParsedHeaders<'_, '_> {
     fn contains(&self, name: &HeaderName) -> bool {
@@ -229,6 +248,7 @@ fn plan(
     let headers: &[httparse::Header<'_>] = request.headers;
     let mut host: Option<&[u8]> = None;
     let mut body_len: Option<u64> = None;
+    let mut chunked = false;
     let mut upgrade: Option<&[u8]> = None;
     let mut connection_upgrade = false;
     let mut client_close = false;
@@ -254,7 +274,13 @@ fn plan(
                 (Some(n), None) => body_len = Some(n),
                 _ => return Plan::General,
             }
-        } else if is(name, "transfer-encoding") || is(name, "expect") {
+        } else if is(name, "transfer-encoding") {
+            // Only a single plain `chunked`; other codings go to the general path.
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Plan::General;
+            }
+            chunked = true;
+        } else if is(name, "expect") {
             return Plan::General;
         } else if is(name, "upgrade") {
             if upgrade.is_some() {
@@ -288,8 +314,12 @@ fn plan(
     };
     // `Upgrade` counts only when `Connection` names it (RFC 9110 §7.8).
     let upgrade = upgrade.filter(|_| connection_upgrade);
+    // Both framings at once is how requests are smuggled: the general path decides.
+    if chunked && body_len.is_some() {
+        return Plan::General;
+    }
     let body_len = body_len.unwrap_or(0);
-    if upgrade.is_some() && body_len > 0 {
+    if upgrade.is_some() && (body_len > 0 || chunked) {
         return Plan::General;
     }
     let Ok(host) = std::str::from_utf8(host_bytes) else {
@@ -371,6 +401,7 @@ fn plan(
         head: method == "HEAD",
         client_close,
         body_len,
+        chunked,
         upgrade: upgrade.is_some(),
     })
 }
@@ -456,8 +487,9 @@ struct Conn<C> {
     remote: SocketAddr,
     /// Watch the client for EOF while waiting on the upstream (off once it pipelined a lot).
     watch_client: bool,
-    /// Bytes of the current request body still to be read from the client and sent upstream.
-    body_left: u64,
+    /// The rest of the current request body, still to be read from the client and sent
+    /// upstream (`Empty` when there is none).
+    req_body: Framing,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
@@ -630,7 +662,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             tracing::debug!(upstream = %upstream.addr(), %error, "writing the request failed");
             return Err(Failure::Stale);
         }
-        if self.body_left > 0 {
+        if !self.req_body.is_done() {
             self.send_body(&mut stream, upstream).await?;
         }
 
@@ -767,9 +799,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     ) -> Result<(), Failure> {
         loop {
             if !self.buf.is_empty() {
-                let take = usize::try_from(self.body_left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
+                let (take, done) = match self.req_body.feed(&self.buf) {
+                    Ok(Fed::More) => (self.buf.len(), false),
+                    Ok(Fed::End(len)) => (len, true),
+                    // Malformed chunks half-way: nothing sensible can follow on either side.
+                    Err(_) => return Err(Failure::Aborted),
+                };
                 if let Err(error) = stream.write_all(&self.buf[..take]).await {
                     return Err(Failure::BadGateway(format!(
                         "backend {} failed while receiving the request body: {error}",
@@ -777,9 +812,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                     )));
                 }
                 self.buf.advance(take);
-                self.body_left -= take as u64;
+                if done {
+                    self.req_body = Framing::Empty;
+                }
             }
-            if self.body_left == 0 {
+            if self.req_body.is_done() {
                 return Ok(());
             }
             self.buf.reserve(READ_CHUNK);
