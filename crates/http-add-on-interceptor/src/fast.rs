@@ -85,22 +85,40 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     let mut stopping = std::pin::pin!(async move {
         let _ = stop_watch.wait_for(|stopped| *stopped).await;
     });
+    // The client address as X-Forwarded-For lists it, formatted once per connection.
+    let client_ip = remote.ip().to_string();
+    // When the current request head started arriving (for the header read timeout).
+    let mut head_started: Option<Instant> = None;
     loop {
-        let head_len = match conn.read_head(proxy, stopping.as_mut()).await {
-            Head::Complete(len) => len,
-            Head::Closed => return Outcome::Done,
-            Head::General => return conn.hand_off(),
-        };
-        let plan = {
+        // One parse per request head: it is planned from as soon as it is complete.
+        let parsed = if conn.buf.is_empty() {
+            None
+        } else {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(_)) => {
-                    plan(proxy, remote, tls, &request, &mut conn.out)
+                Ok(httparse::Status::Complete(len)) => Some((
+                    len,
+                    plan(proxy, remote, &client_ip, tls, &request, &mut conn.out),
+                )),
+                Ok(httparse::Status::Partial) if conn.buf.len() < proxy.config.max_header_bytes => {
+                    None
                 }
-                _ => Plan::General,
+                // Oversized or malformed: the general path answers 431 / 400.
+                _ => Some((0, Plan::General)),
             }
         };
+        let Some((head_len, plan)) = parsed else {
+            // Between requests only a stop ends the wait; inside a head, the timeout too.
+            let deadline = (!conn.buf.is_empty()).then(|| {
+                *head_started.get_or_insert_with(Instant::now) + proxy.config.header_read_timeout
+            });
+            if !conn.read_more(deadline, stopping.as_mut()).await {
+                return Outcome::Done;
+            }
+            continue;
+        };
+        head_started = None;
         let next = match plan {
             Plan::General => return conn.hand_off(),
             Plan::Reply {
@@ -150,12 +168,6 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
 enum Next {
     KeepAlive,
     Close,
-}
-
-enum Head {
-    Complete(usize),
-    Closed,
-    General,
 }
 
 /// What to do with one parsed request head.
@@ -234,6 +246,7 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn plan(
     proxy: &Proxy,
     remote: SocketAddr,
+    client_ip: &str,
     tls: bool,
     request: &httparse::Request<'_, '_>,
     out: &mut Vec<u8>,
@@ -371,10 +384,8 @@ fn plan(
             out.extend_from_slice(b", ");
         }
     }
-    {
-        use std::io::Write;
-        let _ = write!(out, "{}\r\n", remote.ip());
-    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !forwarded_proto {
         out.extend_from_slice(if tls {
             b"X-Forwarded-Proto: https\r\n"
@@ -500,50 +511,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         }
     }
 
-    /// Reads until `buf` holds a complete request head.
-    async fn read_head(
+    /// Reads more of a request head into `buf`; false when the connection is done: closed by
+    /// the client, `stopping` while idle, or `deadline` passed.
+    async fn read_more(
         &mut self,
-        proxy: &Proxy,
-        mut stopping: Pin<&mut impl Future<Output = ()>>,
-    ) -> Head {
-        let mut started: Option<Instant> = None;
-        loop {
-            if !self.buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut request = httparse::Request::new(&mut headers);
-                match request.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(len)) => return Head::Complete(len),
-                    Ok(httparse::Status::Partial)
-                        if self.buf.len() < proxy.config.max_header_bytes => {}
-                    // Oversized or malformed: the general path answers 431 / 400.
-                    _ => return Head::General,
+        deadline: Option<Instant>,
+        stopping: Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        self.buf.reserve(READ_CHUNK);
+        let read = match deadline {
+            None => tokio::select! {
+                biased;
+                read = self.client.read_buf(&mut self.buf) => read,
+                () = stopping => return false,
+            },
+            Some(deadline) => tokio::select! {
+                biased;
+                read = self.client.read_buf(&mut self.buf) => read,
+                () = wait_deadline(&mut self.timer, Some(deadline)) => {
+                    tracing::debug!(remote = %self.remote, "header read timeout");
+                    return false;
                 }
-            }
-            self.buf.reserve(READ_CHUNK);
-            let read = if self.buf.is_empty() {
-                // Idle between requests: stop closes the connection.
-                tokio::select! {
-                    biased;
-                    read = self.client.read_buf(&mut self.buf) => read,
-                    () = stopping.as_mut() => return Head::Closed,
-                }
-            } else {
-                let deadline =
-                    *started.get_or_insert_with(Instant::now) + proxy.config.header_read_timeout;
-                tokio::select! {
-                    biased;
-                    read = self.client.read_buf(&mut self.buf) => read,
-                    () = wait_deadline(&mut self.timer, Some(deadline)) => {
-                        tracing::debug!(remote = %self.remote, "header read timeout");
-                        return Head::Closed;
-                    }
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return Head::Closed,
-                Ok(_) => {}
-            }
-        }
+            },
+        };
+        matches!(read, Ok(n) if n > 0)
     }
 
     /// Forwards one request whose upstream head is in `out`, and relays the response.
@@ -1008,12 +999,17 @@ fn response_head(
 
     out.clear();
     {
-        use std::io::Write;
-        let _ = write!(
-            out,
-            "HTTP/1.1 {code} {}\r\n",
-            response.reason.unwrap_or_default()
-        );
+        // `code` is within 200..=999 here: three digits.
+        let digits = [
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+        ];
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&digits);
+        out.push(b' ');
+        out.extend_from_slice(response.reason.unwrap_or_default().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     for h in response.headers.iter() {
         let name = h.name;
