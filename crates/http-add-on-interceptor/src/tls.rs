@@ -109,25 +109,33 @@ pub(crate) async fn watch_files(resolver: Arc<Resolver>, mut stop: watch::Receiv
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = tokio::time::sleep(RELOAD_CHECK) => {}
         }
-        let changed = {
-            let certs = resolver.certs.load();
-            certs
-                .stamps
-                .iter()
-                .any(|(path, stamp)| modified(path) != *stamp)
-                || store_files(&resolver.config).len() + 2 != certs.stamps.len()
-        };
-        if !changed {
-            continue;
+        reload_if_changed(&resolver);
+    }
+}
+
+/// Reloads the certificates if any file was changed, added or removed; whether new ones are in
+/// use. A failed load keeps the previous certificates (and is logged).
+fn reload_if_changed(resolver: &Resolver) -> bool {
+    let changed = {
+        let certs = resolver.certs.load();
+        certs
+            .stamps
+            .iter()
+            .any(|(path, stamp)| modified(path) != *stamp)
+            || store_files(&resolver.config).len() + 2 != certs.stamps.len()
+    };
+    if !changed {
+        return false;
+    }
+    match load(&resolver.config, &resolver.provider) {
+        Ok(certs) => {
+            tracing::info!(names = certs.by_name.len(), "TLS certificates reloaded");
+            resolver.certs.store(Arc::new(certs));
+            true
         }
-        match load(&resolver.config, &resolver.provider) {
-            Ok(certs) => {
-                tracing::info!(names = certs.by_name.len(), "TLS certificates reloaded");
-                resolver.certs.store(Arc::new(certs));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "TLS certificates changed but could not be reloaded; keeping the previous ones");
-            }
+        Err(error) => {
+            tracing::warn!(%error, "TLS certificates changed but could not be reloaded; keeping the previous ones");
+            false
         }
     }
 }
@@ -215,4 +223,57 @@ fn dns_names(pair: &CertifiedKey) -> Result<Vec<String>, TlsError> {
         .valid_dns_names()
         .map(str::to_ascii_lowercase)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(path: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(path)
+    }
+
+    fn names(resolver: &Resolver) -> Vec<String> {
+        let mut names: Vec<String> = resolver.certs.load().by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn cert_store_changes_are_picked_up_and_bad_files_keep_the_old_ones() {
+        let store =
+            std::env::temp_dir().join(format!("http-add-on-tls-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&store);
+        std::fs::create_dir_all(&store).unwrap();
+        let config = TlsConfig {
+            certstore_paths: vec![store.clone()],
+            ..TlsConfig::with_files(fixture("default.crt"), fixture("default.key"))
+        };
+        let (_, resolver) = server_config(&config).unwrap();
+        assert!(names(&resolver).is_empty());
+        assert!(!reload_if_changed(&resolver), "nothing changed yet");
+
+        // A pair added to the store is served after the next check.
+        std::fs::copy(fixture("store/sni.crt"), store.join("app.crt")).unwrap();
+        std::fs::copy(fixture("store/sni.key"), store.join("app.key")).unwrap();
+        assert!(reload_if_changed(&resolver));
+        assert_eq!(names(&resolver), ["*.sni.test"]);
+
+        // A broken pair makes the reload fail: the certificates in use stay.
+        std::fs::write(store.join("broken.crt"), "not a certificate").unwrap();
+        std::fs::copy(fixture("store/sni.key"), store.join("broken.key")).unwrap();
+        assert!(!reload_if_changed(&resolver));
+        assert_eq!(names(&resolver), ["*.sni.test"]);
+
+        // Fixed by removing it: the store is read again.
+        std::fs::remove_file(store.join("broken.crt")).unwrap();
+        std::fs::remove_file(store.join("broken.key")).unwrap();
+        std::fs::remove_file(store.join("app.crt")).unwrap();
+        std::fs::remove_file(store.join("app.key")).unwrap();
+        assert!(reload_if_changed(&resolver));
+        assert!(names(&resolver).is_empty());
+        let _ = std::fs::remove_dir_all(&store);
+    }
 }
