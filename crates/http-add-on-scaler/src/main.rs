@@ -12,24 +12,6 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    http_add_on_scaler::run(config, client, shutdown_signal()).await?;
+    http_add_on_scaler::run(config, client, http_add_on_types::shutdown::signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                return;
-            }
-            Err(error) => tracing::warn!(%error, "cannot listen for SIGTERM"),
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

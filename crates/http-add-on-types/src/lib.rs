@@ -6,4 +6,5 @@ pub mod duration;
 pub mod proto;
 pub mod queue;
 pub mod routing;
+pub mod shutdown;
 pub mod telemetry;
