@@ -255,10 +255,26 @@ impl Cluster {
             "spec": spec
         }))
         .unwrap();
-        self.scaled_objects
-            .create(&PostParams::default(), &obj)
-            .await
-            .unwrap();
+        // After an API server restart the client's first request may go out on a pooled
+        // connection the old server closed; a client retries that (a fresh connection follows).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .scaled_objects
+                .create(&PostParams::default(), &obj)
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(status)) if status.code == 409 && attempts > 1 => return,
+                Err(error @ (kube::Error::HyperError(_) | kube::Error::Service(_)))
+                    if attempts < 5 =>
+                {
+                    eprintln!("creating ScaledObject {name}: {error}; retrying");
+                }
+                Err(error) => panic!("creating ScaledObject {name}: {error}"),
+            }
+        }
     }
 
     /// Waits (watching, bounded) until the Deployment's `spec.replicas` satisfies `done`.
