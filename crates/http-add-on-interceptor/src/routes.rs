@@ -9,12 +9,14 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use http::HeaderMap;
 use http_add_on_types::crd::interceptor_route::{
-    ProxyMode, RESPONSE_BODY_LABEL, ResponseMode, RoutingRule, StaticResponse,
+    ProxyMode, RESPONSE_BODY_LABEL, ResponseMode, StaticResponse,
 };
-use http_add_on_types::crd::routes::{http_scaled_object_route, interceptor_route_route};
+use http_add_on_types::crd::routes::{
+    http_scaled_object_route, interceptor_route_route, routing_rule,
+};
 use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
 use http_add_on_types::duration::parse_duration;
-use http_add_on_types::routing::{HeaderMatch, RouteKey, RouteRule, RouteTable, SharedRouteTable};
+use http_add_on_types::routing::{RouteKey, RouteRule, RouteTable, SharedRouteTable};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -440,7 +442,7 @@ impl Builder {
                     .static_routes
                     .iter()
                     .map(|s| StaticRoute {
-                        rules: s.rules.iter().map(convert_rule).collect(),
+                        rules: s.rules.iter().map(routing_rule).collect(),
                         always: s.response_mode == ResponseMode::Always,
                         reply: StaticReply::from_spec(&s.response, &key, snap.config_map),
                     })
@@ -464,21 +466,6 @@ impl Builder {
         }
         self.backends.0.retain(|key, _| used.contains_key(key));
         RouteTable::build(routes)
-    }
-}
-
-fn convert_rule(rule: &RoutingRule) -> RouteRule {
-    RouteRule {
-        hosts: rule.hosts.clone(),
-        paths: rule.paths.iter().map(|p| p.value.clone()).collect(),
-        headers: rule
-            .headers
-            .iter()
-            .map(|h| HeaderMatch {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
     }
 }
 

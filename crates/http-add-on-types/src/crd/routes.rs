@@ -2,6 +2,7 @@
 
 use kube::ResourceExt;
 
+use super::interceptor_route::RoutingRule;
 use super::{HTTPScaledObject, InterceptorRoute};
 use crate::routing::{HeaderMatch, Route, RouteKey, RouteKind, RouteRule};
 
@@ -22,27 +23,28 @@ pub fn http_scaled_object_rules(hso: &HTTPScaledObject) -> Vec<RouteRule> {
     }]
 }
 
+/// One InterceptorRoute routing rule (also used by static routes) as the route table takes it.
+pub fn routing_rule(rule: &RoutingRule) -> RouteRule {
+    RouteRule {
+        hosts: rule.hosts.clone(),
+        paths: rule.paths.iter().map(|p| p.value.clone()).collect(),
+        headers: rule
+            .headers
+            .iter()
+            .map(|h| HeaderMatch {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+    }
+}
+
 /// The rules of an InterceptorRoute; a route without rules matches every request.
 pub fn interceptor_route_rules(ir: &InterceptorRoute) -> Vec<RouteRule> {
     if ir.spec.rules.is_empty() {
         return vec![RouteRule::default()];
     }
-    ir.spec
-        .rules
-        .iter()
-        .map(|rule| RouteRule {
-            hosts: rule.hosts.clone(),
-            paths: rule.paths.iter().map(|p| p.value.clone()).collect(),
-            headers: rule
-                .headers
-                .iter()
-                .map(|h| HeaderMatch {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-        })
-        .collect()
+    ir.spec.rules.iter().map(routing_rule).collect()
 }
 
 /// The `<namespace>/<name>` key of any namespaced object.
