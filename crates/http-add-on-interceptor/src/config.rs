@@ -52,9 +52,19 @@ pub struct Config {
     /// Largest accepted request header section in bytes; more gets 431
     /// (`KEDA_HTTP_MAX_HEADER_BYTES`, 65536).
     pub max_header_bytes: usize,
-    /// Connections that do not finish sending request headers in time are closed
-    /// (`KEDA_HTTP_HEADER_READ_TIMEOUT`, 10s).
+    /// Connections that do not finish sending request headers in time are closed, counted from
+    /// the connection's start for its first request and from a head's first byte for later
+    /// ones (`KEDA_HTTP_HEADER_READ_TIMEOUT`, 10s; must be above zero).
     pub header_read_timeout: Duration,
+    /// A client connection with no request in flight closes after this long without a new
+    /// request; `None` = never (`KEDA_HTTP_IDLE_TIMEOUT`, 90s; 0 = never).
+    pub idle_timeout: Option<Duration>,
+    /// A request body that makes no progress for this long is abandoned (408 when nothing was
+    /// forwarded yet); `None` = never (`KEDA_HTTP_REQUEST_BODY_TIMEOUT`, 60s; 0 = never).
+    pub request_body_timeout: Option<Duration>,
+    /// A client that accepts no response bytes for this long is disconnected; `None` = never
+    /// (`KEDA_HTTP_SEND_TIMEOUT`, 60s; 0 = never).
+    pub send_timeout: Option<Duration>,
     /// The TLS proxy listener; `None` = off (`KEDA_HTTP_PROXY_TLS_ENABLED`, false).
     pub tls: Option<TlsConfig>,
 }
@@ -111,6 +121,9 @@ impl Default for Config {
             queue_stream_interval: Duration::from_millis(100),
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(90)),
+            request_body_timeout: Some(Duration::from_secs(60)),
+            send_timeout: Some(Duration::from_secs(60)),
             tls: None,
         }
     }
@@ -119,6 +132,18 @@ impl Default for Config {
 /// `Some(d)`, or `None` for zero (upstream's "0 = off").
 fn non_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 impl Config {
@@ -161,20 +186,39 @@ impl Config {
                 reason: "must be greater than zero".into(),
             });
         }
+        let positive = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let value = env.duration(name, default)?;
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name: name.into(),
+                    value: "0".into(),
+                    reason: "must be greater than zero".into(),
+                });
+            }
+            Ok(value)
+        };
         let queue_stream_interval =
-            env.duration("KEDA_HTTP_QUEUE_STREAM_INTERVAL", d.queue_stream_interval)?;
-        if queue_stream_interval.is_zero() {
+            positive("KEDA_HTTP_QUEUE_STREAM_INTERVAL", d.queue_stream_interval)?;
+        let header_read_timeout = positive("KEDA_HTTP_HEADER_READ_TIMEOUT", d.header_read_timeout)?;
+        let watch_namespace = env
+            .string("KEDA_HTTP_WATCH_NAMESPACE")
+            .filter(|n| !n.is_empty());
+        if let Some(namespace) = &watch_namespace
+            && !is_dns_label(namespace)
+        {
             return Err(ConfigError::Invalid {
-                name: "KEDA_HTTP_QUEUE_STREAM_INTERVAL".into(),
-                value: "0".into(),
-                reason: "must be greater than zero".into(),
+                name: "KEDA_HTTP_WATCH_NAMESPACE".into(),
+                value: namespace.clone(),
+                reason: "must be a namespace name: at most 63 lower-case letters, digits and \
+                         '-', starting and ending with a letter or digit"
+                    .into(),
             });
         }
         Ok(Self {
             proxy_listen: port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
             admin_listen: port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
             metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
-            watch_namespace: env.string("KEDA_HTTP_WATCH_NAMESPACE"),
+            watch_namespace,
             request_timeout: non_zero(env.duration("KEDA_HTTP_REQUEST_TIMEOUT", Duration::ZERO)?),
             response_header_timeout: non_zero(env.duration_any(
                 &[
@@ -205,8 +249,16 @@ impl Config {
             direct_pod_routing: env.bool("KEDA_HTTP_DIRECT_POD_ROUTING", d.direct_pod_routing)?,
             queue_stream_interval,
             max_header_bytes,
-            header_read_timeout: env
-                .duration("KEDA_HTTP_HEADER_READ_TIMEOUT", d.header_read_timeout)?,
+            header_read_timeout,
+            idle_timeout: non_zero(
+                env.duration("KEDA_HTTP_IDLE_TIMEOUT", Duration::from_secs(90))?,
+            ),
+            request_body_timeout: non_zero(
+                env.duration("KEDA_HTTP_REQUEST_BODY_TIMEOUT", Duration::from_secs(60))?,
+            ),
+            send_timeout: non_zero(
+                env.duration("KEDA_HTTP_SEND_TIMEOUT", Duration::from_secs(60))?,
+            ),
             tls: if env.bool("KEDA_HTTP_PROXY_TLS_ENABLED", false)? {
                 let defaults = TlsConfig::with_files("/certs/tls.crt", "/certs/tls.key");
                 Some(TlsConfig {
@@ -288,6 +340,9 @@ mod tests {
             ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "50ms"),
             ("KEDA_HTTP_MAX_HEADER_BYTES", "16384"),
             ("KEDA_HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ("KEDA_HTTP_IDLE_TIMEOUT", "0s"),
+            ("KEDA_HTTP_REQUEST_BODY_TIMEOUT", "5s"),
+            ("KEDA_HTTP_SEND_TIMEOUT", "6s"),
             ("KEDA_HTTP_PROXY_TLS_ENABLED", "true"),
             ("KEDA_HTTP_PROXY_TLS_PORT", "4"),
             ("KEDA_HTTP_PROXY_TLS_CERT_PATH", "/tls/a.crt"),
@@ -327,6 +382,9 @@ mod tests {
         assert_eq!(c.queue_stream_interval, Duration::from_millis(50));
         assert_eq!(c.max_header_bytes, 16384);
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.request_body_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.send_timeout, Some(Duration::from_secs(6)));
     }
 
     #[test]
@@ -368,6 +426,15 @@ mod tests {
             ("KEDA_HTTP_QUEUE_STREAM_INTERVAL", "0"),
             ("KEDA_HTTP_MAX_HEADER_BYTES", "100"),
             ("KEDA_HTTP_HEADER_READ_TIMEOUT", "ten"),
+            // Zero would drop every head that arrives in more than one read.
+            ("KEDA_HTTP_HEADER_READ_TIMEOUT", "0s"),
+            ("KEDA_HTTP_IDLE_TIMEOUT", "1"),
+            ("KEDA_HTTP_REQUEST_BODY_TIMEOUT", "-1s"),
+            ("KEDA_HTTP_SEND_TIMEOUT", "forever"),
+            // Beyond Go's ~292 years: out of range, not a panic at request time.
+            ("KEDA_HTTP_REQUEST_TIMEOUT", "2600000000000000h"),
+            ("KEDA_HTTP_WATCH_NAMESPACE", "Not A Namespace"),
+            ("KEDA_HTTP_WATCH_NAMESPACE", "-apps"),
             ("KEDA_HTTP_PROXY_TLS_ENABLED", "maybe"),
         ] {
             let err = read(&[(name, value)]).expect_err(name).to_string();

@@ -35,18 +35,26 @@ use tokio::time::{Instant, Sleep};
 use crate::backends::Upstream;
 use crate::counts::InFlight;
 use crate::framing::{Fed, Framing};
+use crate::h1::{
+    BodyFraming, Verdict, inspect_request, is, is_hop_by_hop, is_protected, named_by_connection,
+    tokens,
+};
 use crate::metrics::method_label;
 use crate::proxy::{MAX_CONNECT_ATTEMPTS, Proxy, record};
 use crate::routes::RouteEntry;
 
-/// Header lines parsed in place; a head with more goes to the general path.
+/// Header lines parsed in place on the stack; a head with more is parsed again with room for
+/// [`MAX_HEADERS_SLOW`].
 const MAX_HEADERS: usize = 64;
+/// Most header lines of a request (as on the general path) or a response.
+const MAX_HEADERS_SLOW: usize = 256;
 /// Bytes reserved before each read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Headers named in a request's `Connection` header that the fast path strips itself.
-const MAX_CONNECTION_NAMED: usize = 8;
+/// Request bodies up to this size are read whole (and checked) before the request is
+/// forwarded; larger ones stream on the general path, which relays them full duplex.
+const MAX_BUFFERED_BODY: usize = 64 * 1024;
 
 /// How a connection left the fast path.
 pub(crate) enum Outcome<C> {
@@ -59,6 +67,25 @@ pub(crate) enum Outcome<C> {
         /// Bytes read from it and not yet served.
         buffered: Bytes,
     },
+}
+
+/// Parses a request head with `MAX_HEADERS` header lines on the stack, again with
+/// `MAX_HEADERS_SLOW` on the heap when it has more, and hands the result to `then`.
+pub(crate) fn parse_request<T>(
+    buf: &[u8],
+    then: impl FnOnce(Result<httparse::Status<usize>, httparse::Error>, &httparse::Request<'_, '_>) -> T,
+) -> T {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS_SLOW];
+            let mut request = httparse::Request::new(&mut headers);
+            let status = request.parse(buf);
+            then(status, &request)
+        }
+        status => then(status, &request),
+    }
 }
 
 /// Serves `stream` (received over TLS when `tls`) on the fast path until it closes or needs
@@ -78,7 +105,6 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         remote,
         watch_client: true,
-        req_body: Framing::Empty,
     };
     // One stop future for the connection's life (creating one per request costs more).
     let mut stop_watch = stop.clone();
@@ -87,38 +113,61 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     });
     // The client address as X-Forwarded-For lists it, formatted once per connection.
     let client_ip = remote.ip().to_string();
-    // When the current request head started arriving (for the header read timeout).
-    let mut head_started: Option<Instant> = None;
+    let config = &proxy.config;
+    // The first request must arrive within the header read timeout of the connection's
+    // start; later ones within the idle timeout of the previous response, and then whole
+    // within the header read timeout of their first byte.
+    let mut head_deadline: Option<Instant> = Some(Instant::now() + config.header_read_timeout);
+    let mut idle_deadline: Option<Instant> = None;
     loop {
         // One parse per request head: it is planned from as soon as it is complete.
         let parsed = if conn.buf.is_empty() {
             None
         } else {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(&conn.buf) {
+            parse_request(&conn.buf, |status, request| match status {
                 Ok(httparse::Status::Complete(len)) => Some((
                     len,
-                    plan(proxy, remote, &client_ip, tls, &request, &mut conn.out),
+                    plan(proxy, remote, &client_ip, tls, request, &mut conn.out),
                 )),
-                Ok(httparse::Status::Partial) if conn.buf.len() < proxy.config.max_header_bytes => {
-                    None
-                }
+                Ok(httparse::Status::Partial) if conn.buf.len() < config.max_header_bytes => None,
                 // Oversized or malformed: the general path answers 431 / 400.
                 _ => Some((0, Plan::General)),
-            }
+            })
         };
         let Some((head_len, plan)) = parsed else {
-            // Between requests only a stop ends the wait; inside a head, the timeout too.
-            let deadline = (!conn.buf.is_empty()).then(|| {
-                *head_started.get_or_insert_with(Instant::now) + proxy.config.header_read_timeout
-            });
-            if !conn.read_more(deadline, stopping.as_mut()).await {
-                return Outcome::Done;
+            let deadline = if conn.buf.is_empty() {
+                head_deadline.or(idle_deadline)
+            } else {
+                Some(
+                    *head_deadline
+                        .get_or_insert_with(|| Instant::now() + config.header_read_timeout),
+                )
+            };
+            match conn
+                .read_more(deadline, stopping.as_mut(), conn.buf.is_empty())
+                .await
+            {
+                Read::Data => continue,
+                Read::TimedOut if !conn.buf.is_empty() => {
+                    // A head that does not arrive in time: 408, as the general path answers.
+                    write_plain(
+                        &mut conn.out,
+                        408,
+                        "timed out reading the request head",
+                        true,
+                        false,
+                    );
+                    let _ = send(&mut conn.client, &conn.out).await;
+                    let _ = conn.client.shutdown().await;
+                    return Outcome::Done;
+                }
+                Read::TimedOut | Read::Closed | Read::Stopped => {
+                    let _ = conn.client.shutdown().await;
+                    return Outcome::Done;
+                }
             }
-            continue;
         };
-        head_started = None;
+        head_deadline = None;
         let next = match plan {
             Plan::General => return conn.hand_off(),
             Plan::Reply {
@@ -133,34 +182,64 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                     _ => Next::Close,
                 }
             }
-            Plan::Forward(mut request) => {
-                // A body already read whole joins the head in one write (and can be resent);
-                // a longer one streams from the client after the head.
-                let buffered = match request.body_framing().feed(&conn.buf[head_len..]) {
-                    Ok(Fed::End(len)) => Some(len),
-                    Ok(Fed::More) => None,
-                    // A malformed chunked body: the general path answers it.
-                    Err(_) => return conn.hand_off(),
+            Plan::Forward(request) => {
+                // The body is read whole (and checked) before anything is forwarded, so the
+                // request and its body go out in one write and can be resent; a body too large
+                // for that streams on the general path.
+                let mut framing = request.body_framing();
+                let mut body_len = 0;
+                let complete = loop {
+                    let fed = framing.feed(&conn.buf[head_len + body_len..]);
+                    match fed {
+                        Ok(Fed::End(len)) => break Some(body_len + len),
+                        Ok(Fed::More) => body_len = conn.buf.len() - head_len,
+                        Err(_) => break None,
+                    }
+                    if body_len >= MAX_BUFFERED_BODY {
+                        return conn.hand_off();
+                    }
+                    let deadline = config.request_body_timeout.map(|t| Instant::now() + t);
+                    match conn.read_more(deadline, stopping.as_mut(), false).await {
+                        Read::Data => {}
+                        Read::TimedOut => {
+                            write_plain(
+                                &mut conn.out,
+                                408,
+                                "timed out reading the request body",
+                                true,
+                                false,
+                            );
+                            let _ = send(&mut conn.client, &conn.out).await;
+                            let _ = conn.client.shutdown().await;
+                            return Outcome::Done;
+                        }
+                        Read::Closed | Read::Stopped => return Outcome::Done,
+                    }
+                };
+                let Some(body_len) = complete else {
+                    // Nothing was forwarded; the connection's framing is lost, so it closes.
+                    write_plain(
+                        &mut conn.out,
+                        400,
+                        "malformed chunked request body",
+                        true,
+                        false,
+                    );
+                    let _ = send(&mut conn.client, &conn.out).await;
+                    let _ = conn.client.shutdown().await;
+                    return Outcome::Done;
                 };
                 conn.buf.advance(head_len);
-                match buffered {
-                    Some(len) => {
-                        conn.out.extend_from_slice(&conn.buf[..len]);
-                        conn.buf.advance(len);
-                    }
-                    None => {
-                        conn.req_body = request.body_framing();
-                        request.idempotent = false;
-                    }
-                }
+                conn.out.extend_from_slice(&conn.buf[..body_len]);
+                conn.buf.advance(body_len);
                 conn.forward(proxy, request).await
             }
         };
-        // A request body not read to its end leaves no way to find the next request.
-        if next == Next::Close || *stop.borrow() || !conn.req_body.is_done() {
+        if next == Next::Close || *stop.borrow() {
             let _ = conn.client.shutdown().await;
             return Outcome::Done;
         }
+        idle_deadline = config.idle_timeout.map(|t| Instant::now() + t);
     }
 }
 
@@ -187,15 +266,13 @@ enum Plan {
 struct Forward {
     entry: Arc<RouteEntry>,
     method: &'static str,
-    /// `GET`, `HEAD`, … with any body fully buffered: may be resent on a fresh connection when
-    /// a pooled one was stale.
+    /// `GET`, `HEAD`, … (the body is always buffered whole): may be resent on a fresh
+    /// connection when a pooled one was stale.
     idempotent: bool,
     head: bool,
     client_close: bool,
-    /// `Content-Length` of the request body (0 = none).
-    body_len: u64,
-    /// The request body is chunked (relayed as is).
-    chunked: bool,
+    /// How the request body is framed.
+    body: BodyFraming,
     /// The request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
     upgrade: bool,
 }
@@ -206,12 +283,10 @@ struct ParsedHeaders<'a, 'b>(&'a [httparse::Header<'b>]);
 impl Forward {
     /// How the request body is framed.
     fn body_framing(&self) -> Framing {
-        if self.chunked {
-            Framing::Chunked(Default::default())
-        } else if self.body_len > 0 {
-            Framing::Length(self.body_len)
-        } else {
-            Framing::Empty
+        match self.body {
+            BodyFraming::None => Framing::Empty,
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(Default::default()),
         }
     }
 }
@@ -230,18 +305,6 @@ impl RequestHeaders for ParsedHeaders<'_, '_> {
     }
 }
 
-fn is(name: &str, lower: &str) -> bool {
-    name.eq_ignore_ascii_case(lower)
-}
-
-/// Comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
 /// Decides how to serve `request`; for a forward, writes the upstream request head to `out`.
 fn plan(
     proxy: &Proxy,
@@ -255,89 +318,22 @@ fn plan(
     else {
         return Plan::General;
     };
-    if !path.starts_with('/') || method == "CONNECT" {
-        return Plan::General;
-    }
     let headers: &[httparse::Header<'_>] = request.headers;
-    let mut host: Option<&[u8]> = None;
-    let mut body_len: Option<u64> = None;
-    let mut chunked = false;
-    let mut upgrade: Option<&[u8]> = None;
-    let mut connection_upgrade = false;
-    let mut client_close = false;
-    let mut named: [&[u8]; MAX_CONNECTION_NAMED] = [&[]; MAX_CONNECTION_NAMED];
-    let mut named_len = 0;
-    let mut forwarded_for = false;
-    let (mut forwarded_proto, mut forwarded_host) = (false, false);
-    for h in headers {
-        let name = h.name;
-        if is(name, "host") {
-            if host.is_some() {
-                return Plan::General;
+    let head = match inspect_request(method, path, headers) {
+        Ok(head) => head,
+        Err(Verdict::General) => return Plan::General,
+        Err(Verdict::Reject(status, message)) => {
+            if proxy.config.log_requests {
+                tracing::info!(%remote, path, status, reason = message, "request");
             }
-            host = Some(h.value);
-        } else if is(name, "content-length") {
-            let digits = h.value.trim_ascii();
-            let parsed =
-                (!digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
-                    .flatten();
-            // Invalid or repeated lengths: the general path answers 400 as appropriate.
-            match (parsed, body_len) {
-                (Some(n), None) => body_len = Some(n),
-                _ => return Plan::General,
-            }
-        } else if is(name, "transfer-encoding") {
-            // Only a single plain `chunked`; other codings go to the general path.
-            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Plan::General;
-            }
-            chunked = true;
-        } else if is(name, "expect") {
-            return Plan::General;
-        } else if is(name, "upgrade") {
-            if upgrade.is_some() {
-                return Plan::General;
-            }
-            upgrade = Some(h.value);
-        } else if is(name, "connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    client_close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    if named_len == MAX_CONNECTION_NAMED {
-                        return Plan::General;
-                    }
-                    named[named_len] = token;
-                    named_len += 1;
-                }
-            }
-        } else if is(name, "x-forwarded-for") {
-            forwarded_for = true;
-        } else if is(name, "x-forwarded-proto") {
-            forwarded_proto = true;
-        } else if is(name, "x-forwarded-host") {
-            forwarded_host = true;
+            return Plan::Reply {
+                status,
+                message: message.to_owned(),
+                close: true,
+            };
         }
-    }
-    let Some(host_bytes) = host else {
-        return Plan::General;
     };
-    // `Upgrade` counts only when `Connection` names it (RFC 9110 §7.8).
-    let upgrade = upgrade.filter(|_| connection_upgrade);
-    // Both framings at once is how requests are smuggled: the general path decides.
-    if chunked && body_len.is_some() {
-        return Plan::General;
-    }
-    let body_len = body_len.unwrap_or(0);
-    if upgrade.is_some() && (body_len > 0 || chunked) {
-        return Plan::General;
-    }
-    let Ok(host) = std::str::from_utf8(host_bytes) else {
-        return Plan::General;
-    };
+    let host = head.host;
     let route_path = path.split_once('?').map_or(path, |(p, _)| p);
     let entry = {
         let table = proxy.table.load();
@@ -347,10 +343,11 @@ fn plan(
                 if proxy.config.log_requests {
                     tracing::info!(%remote, host, path = route_path, status = 404, "request");
                 }
+                // A body the client sent along cannot be skipped reliably: close after.
                 return Plan::Reply {
                     status: 404,
                     message: format!("no route for host {host:?} and path {route_path:?}"),
-                    close: client_close,
+                    close: head.close || head.body != BodyFraming::None,
                 };
             }
         }
@@ -369,16 +366,14 @@ fn plan(
         let name = h.name;
         if is_hop_by_hop(name)
             || is(name, "x-forwarded-for")
-            || named[..named_len]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            || (head.connection_names_headers && named_by_connection(headers, name))
         {
             continue;
         }
         push_header(out, name.as_bytes(), h.value);
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if forwarded_for {
+    if head.forwarded_for {
         for h in headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
             out.extend_from_slice(h.value);
             out.extend_from_slice(b", ");
@@ -386,17 +381,17 @@ fn plan(
     }
     out.extend_from_slice(client_ip.as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !forwarded_proto {
+    if !head.forwarded_proto {
         out.extend_from_slice(if tls {
             b"X-Forwarded-Proto: https\r\n"
         } else {
             b"X-Forwarded-Proto: http\r\n"
         });
     }
-    if !forwarded_host {
-        push_header(out, b"X-Forwarded-Host", host_bytes);
+    if !head.forwarded_host {
+        push_header(out, b"X-Forwarded-Host", host.as_bytes());
     }
-    if let Some(protocol) = upgrade {
+    if let Some(protocol) = head.upgrade {
         push_header(out, b"Connection", b"upgrade");
         push_header(out, b"Upgrade", protocol);
     }
@@ -410,28 +405,14 @@ fn plan(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         head: method == "HEAD",
-        client_close,
-        body_len,
-        chunked,
-        upgrade: upgrade.is_some(),
+        client_close: head.close,
+        body: head.body,
+        upgrade: head.upgrade.is_some(),
     })
 }
 
 fn method_label_bytes(method: &str) -> &'static str {
     http::Method::from_bytes(method.as_bytes()).map_or("OTHER", |m| method_label(&m))
-}
-
-/// Request and response headers that apply to one connection only (RFC 9110 §7.6.1), apart
-/// from `Transfer-Encoding`, which the callers handle.
-fn is_hop_by_hop(name: &str) -> bool {
-    is(name, "connection")
-        || is(name, "keep-alive")
-        || is(name, "proxy-connection")
-        || is(name, "proxy-authenticate")
-        || is(name, "proxy-authorization")
-        || is(name, "te")
-        || is(name, "trailer")
-        || is(name, "upgrade")
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -498,9 +479,18 @@ struct Conn<C> {
     remote: SocketAddr,
     /// Watch the client for EOF while waiting on the upstream (off once it pipelined a lot).
     watch_client: bool,
-    /// The rest of the current request body, still to be read from the client and sent
-    /// upstream (`Empty` when there is none).
-    req_body: Framing,
+}
+
+/// How reading from the client ended.
+enum Read {
+    /// More bytes are in the buffer.
+    Data,
+    /// The client closed the connection (or it failed).
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+    /// The interceptor is stopping and the connection was idle.
+    Stopped,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
@@ -511,30 +501,28 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         }
     }
 
-    /// Reads more of a request head into `buf`; false when the connection is done: closed by
-    /// the client, `stopping` while idle, or `deadline` passed.
+    /// Reads more of a request into `buf`, until `deadline`; `stopping` ends the wait too
+    /// when `idle` (between requests).
     async fn read_more(
         &mut self,
         deadline: Option<Instant>,
         stopping: Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
+        idle: bool,
+    ) -> Read {
         self.buf.reserve(READ_CHUNK);
-        let read = match deadline {
-            None => tokio::select! {
-                biased;
-                read = self.client.read_buf(&mut self.buf) => read,
-                () = stopping => return false,
-            },
-            Some(deadline) => tokio::select! {
-                biased;
-                read = self.client.read_buf(&mut self.buf) => read,
-                () = wait_deadline(&mut self.timer, Some(deadline)) => {
-                    tracing::debug!(remote = %self.remote, "header read timeout");
-                    return false;
-                }
-            },
+        let read = tokio::select! {
+            biased;
+            read = self.client.read_buf(&mut self.buf) => read,
+            () = wait_deadline(&mut self.timer, deadline) => {
+                tracing::debug!(remote = %self.remote, idle, "client read timeout");
+                return Read::TimedOut;
+            }
+            () = stopping, if idle => return Read::Stopped,
         };
-        matches!(read, Ok(n) if n > 0)
+        match read {
+            Ok(n) if n > 0 => Read::Data,
+            _ => Read::Closed,
+        }
     }
 
     /// Forwards one request whose upstream head is in `out`, and relays the response.
@@ -653,17 +641,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             tracing::debug!(upstream = %upstream.addr(), %error, "writing the request failed");
             return Err(Failure::Stale);
         }
-        if !self.req_body.is_done() {
-            self.send_body(&mut stream, upstream).await?;
-        }
 
         // The response head (after any informational 1xx heads, which are passed on).
         self.ubuf.clear();
         let (code, mut framing, upstream_reusable, close) = loop {
             let head = {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut slow_headers;
                 let mut response = httparse::Response::new(&mut headers);
-                match response.parse(&self.ubuf) {
+                let mut parsed = response.parse(&self.ubuf);
+                if parsed == Err(httparse::Error::TooManyHeaders) {
+                    slow_headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS_SLOW];
+                    response = httparse::Response::new(&mut slow_headers);
+                    parsed = response.parse(&self.ubuf);
+                }
+                match parsed {
                     Ok(httparse::Status::Complete(len)) => Some(response_head(
                         &mut self.out,
                         proxy,
@@ -751,7 +743,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         // The body: what is buffered goes out with the head, then relay until it ends.
         // Counts and metrics settle before the last bytes go out, so a client that reads its
         // response and then looks at them sees this request accounted for.
-        let mut done = self.take_body(&mut framing)?;
+        // Nothing reached the client yet: a malformed start of the body is still a clean 502.
+        let mut done = match self.take_body(&mut framing) {
+            Ok(done) => done,
+            Err(_) => {
+                return Err(Failure::BadGateway(format!(
+                    "backend {} sent a malformed chunked body",
+                    upstream.addr()
+                )));
+            }
+        };
         if done {
             tally.settle(code);
         }
@@ -780,42 +781,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
         }
         Ok(Relayed { code, close })
-    }
-
-    /// Streams the rest of the request body from the client to the upstream.
-    async fn send_body(
-        &mut self,
-        stream: &mut TcpStream,
-        upstream: &Upstream,
-    ) -> Result<(), Failure> {
-        loop {
-            if !self.buf.is_empty() {
-                let (take, done) = match self.req_body.feed(&self.buf) {
-                    Ok(Fed::More) => (self.buf.len(), false),
-                    Ok(Fed::End(len)) => (len, true),
-                    // Malformed chunks half-way: nothing sensible can follow on either side.
-                    Err(_) => return Err(Failure::Aborted),
-                };
-                if let Err(error) = stream.write_all(&self.buf[..take]).await {
-                    return Err(Failure::BadGateway(format!(
-                        "backend {} failed while receiving the request body: {error}",
-                        upstream.addr()
-                    )));
-                }
-                self.buf.advance(take);
-                if done {
-                    self.req_body = Framing::Empty;
-                }
-            }
-            if self.req_body.is_done() {
-                return Ok(());
-            }
-            self.buf.reserve(READ_CHUNK);
-            match self.client.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(Failure::Aborted),
-                Ok(_) => {}
-            }
-        }
     }
 
     /// Relays the `101` head (the first `len` bytes of `ubuf`) and joins the client and the
@@ -943,18 +908,14 @@ fn response_head(
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
-    let mut named: [&[u8]; MAX_CONNECTION_NAMED] = [&[]; MAX_CONNECTION_NAMED];
-    let mut named_len = 0;
+    let mut connection_names_headers = false;
     for h in response.headers.iter() {
         if is(h.name, "connection") {
             for token in tokens(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     upstream_keep_alive = false;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive")
-                    && named_len < MAX_CONNECTION_NAMED
-                {
-                    named[named_len] = token;
-                    named_len += 1;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !is_protected(token) {
+                    connection_names_headers = true;
                 }
             }
         } else if is(h.name, "transfer-encoding") {
@@ -963,10 +924,7 @@ fn response_head(
                 .last()
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if is(h.name, "content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (parsed, content_length) {
+            match (crate::h1::content_length(h.value), content_length) {
                 (Some(n), None) => content_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => {
@@ -1018,9 +976,7 @@ fn response_head(
             // With Transfer-Encoding the length is the chunks' (RFC 9112 §6.3): a
             // Content-Length next to it must not reach the client.
             || (transfer_encoding && is(name, "content-length"))
-            || named[..named_len]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            || (connection_names_headers && named_by_connection(response.headers, name))
         {
             continue;
         }

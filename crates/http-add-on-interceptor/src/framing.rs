@@ -64,9 +64,11 @@ enum State {
     /// Reading the hex chunk size (`digits` so far).
     #[default]
     Size,
-    /// Whitespace or an extension after the size, up to the line end.
-    SizeRest,
-    /// Saw CR after the size line.
+    /// Whitespace after the size (`BWS` before an extension or the line end).
+    SizeWs,
+    /// Inside chunk extensions, up to the CR of the size line.
+    Ext,
+    /// Saw CR of the size line.
     SizeLf,
     /// Inside chunk data.
     Data,
@@ -76,24 +78,54 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line.
-    TrailerLine,
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value.
+    TrailerValue,
+    /// Saw CR of a trailer line.
+    TrailerLf,
     /// Saw CR of the final empty line.
     TrailerEndLf,
     /// The body is complete.
     Done,
 }
 
-/// Follows a chunked body through its chunk sizes, data and trailers to the final empty line.
+/// Most bytes of chunk extensions, and of trailers, accepted in one body.
+const MAX_EXTRA_BYTES: u32 = 16 * 1024;
+
+/// Follows a chunked body through its chunk sizes, extensions, data and trailers to the final
+/// empty line, strictly by RFC 9112 §7.1: CRLF line ends only, hex sizes with nothing but
+/// whitespace before an extension, extensions and trailer fields without control characters.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkedScanner {
     state: State,
     /// Chunk size being parsed, then bytes of chunk data left.
     size: u64,
     digits: u8,
+    /// Bytes of chunk extensions and trailers seen (bounded by [`MAX_EXTRA_BYTES`]).
+    extra: u32,
+    /// Chunk data bytes seen (the decoded body's length).
+    data_len: u64,
+}
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of a token (a field name, a chunk extension name).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte allowed inside a field value or chunk extension: visible ASCII, space, tab and
+/// `obs-text` (RFC 9110 §5.5), but no other control character.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 impl ChunkedScanner {
+    /// Chunk data bytes seen so far (the length of the decoded body).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
     /// Scans the next bytes; `End(n)` when the body ends after `n` of them.
     pub(crate) fn scan(&mut self, data: &[u8]) -> Result<Fed, MalformedChunk> {
         let mut i = 0;
@@ -104,6 +136,7 @@ impl ChunkedScanner {
                     .min(data.len() - i);
                 i += take;
                 self.size -= take as u64;
+                self.data_len += take as u64;
                 if self.size == 0 {
                     self.state = State::DataCr;
                 }
@@ -111,6 +144,15 @@ impl ChunkedScanner {
             }
             let byte = data[i];
             i += 1;
+            if matches!(
+                self.state,
+                State::Ext | State::TrailerName | State::TrailerValue
+            ) {
+                self.extra += 1;
+                if self.extra > MAX_EXTRA_BYTES {
+                    return Err(MalformedChunk);
+                }
+            }
             self.state = match (self.state, byte) {
                 (State::Size, b) if b.is_ascii_hexdigit() => {
                     if self.digits >= 15 {
@@ -120,24 +162,35 @@ impl ChunkedScanner {
                     self.size = self.size * 16 + u64::from(hex_value(b));
                     State::Size
                 }
-                (State::Size, b';' | b' ' | b'\t') if self.digits > 0 => State::SizeRest,
-                (State::Size, b'\r') if self.digits > 0 => State::SizeLf,
-                (State::Size, b'\n') if self.digits > 0 => self.after_size_line(),
-                (State::SizeRest, b'\r') => State::SizeLf,
-                (State::SizeRest, b'\n') | (State::SizeLf, b'\n') => self.after_size_line(),
-                (State::SizeRest, _) => State::SizeRest,
+                (State::Size, b' ' | b'\t') if self.digits > 0 => State::SizeWs,
+                (State::SizeWs, b' ' | b'\t') => State::SizeWs,
+                (State::Size | State::SizeWs, b';') if self.digits > 0 => State::Ext,
+                (State::Size | State::SizeWs | State::Ext, b'\r') if self.digits > 0 => {
+                    State::SizeLf
+                }
+                (State::Ext, b) if is_value_byte(b) => State::Ext,
+                (State::SizeLf, b'\n') => {
+                    if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    }
+                }
                 (State::DataCr, b'\r') => State::DataLf,
-                (State::DataCr, b'\n') | (State::DataLf, b'\n') => {
+                (State::DataLf, b'\n') => {
                     self.digits = 0;
                     State::Size
                 }
                 (State::TrailerStart, b'\r') => State::TrailerEndLf,
-                (State::TrailerStart, b'\n') | (State::TrailerEndLf, b'\n') => {
+                (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => State::TrailerName,
+                (State::TrailerName, b':') => State::TrailerValue,
+                (State::TrailerValue, b'\r') => State::TrailerLf,
+                (State::TrailerValue, b) if is_value_byte(b) => State::TrailerValue,
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::TrailerEndLf, b'\n') => {
                     self.state = State::Done;
                     return Ok(Fed::End(i));
                 }
-                (State::TrailerLine, b'\n') => State::TrailerStart,
-                (State::TrailerStart | State::TrailerLine, _) => State::TrailerLine,
                 (State::Done, _) => return Ok(Fed::End(i - 1)),
                 _ => return Err(MalformedChunk),
             };
@@ -147,14 +200,6 @@ impl ChunkedScanner {
         } else {
             Fed::More
         })
-    }
-
-    fn after_size_line(&mut self) -> State {
-        if self.size == 0 {
-            State::TrailerStart
-        } else {
-            State::Data
-        }
     }
 }
 
@@ -206,6 +251,44 @@ mod tests {
         assert_eq!(end_of(b"\r\n", &[]), Err(MalformedChunk));
         assert_eq!(end_of(b"3\r\nabcX\r\n", &[]), Err(MalformedChunk));
         assert_eq!(end_of(b"ffffffffffffffff1\r\n", &[]), Err(MalformedChunk));
+    }
+
+    /// Each lenient framing that a backend parser might read differently is refused.
+    #[test]
+    fn refuses_lenient_chunked_framing() {
+        for body in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],     // bare LF after the size
+            b"3\r\nabc\n0\r\n\r\n",          // bare LF after the data
+            b"3;a=b\nc\r\nabc\r\n0\r\n\r\n", // LF inside an extension
+            b"3 3\r\nabc\r\n0\r\n\r\n",      // junk after the size
+            b"0x3\r\nabc\r\n0\r\n\r\n",      // a prefix
+            b"+3\r\nabc\r\n0\r\n\r\n",       // a sign
+            b"0\n\n",                        // bare LFs at the end
+            b"0\r\n\n",                      // bare LF for the final line
+            b"0\r\nx-t: a\rb\r\n\r\n",       // bare CR in a trailer
+            b"0\r\nx-t a\r\n\r\n",           // a trailer without a colon
+            b"0\r\n x-t: a\r\n\r\n",         // obs-fold in trailers
+            b"3;\x00\r\nabc\r\n0\r\n\r\n",   // NUL in an extension
+            b"3\r\nabcd\r\n0\r\n\r\n",       // data longer than its size
+            b";x\r\n",                       // no size at all
+        ] {
+            assert_eq!(
+                end_of(body, &[]),
+                Err(MalformedChunk),
+                "{}",
+                String::from_utf8_lossy(body).escape_debug()
+            );
+        }
+        let huge_ext = [b"1;".as_slice(), &[b'x'; 17 * 1024], b"\r\n"].concat();
+        assert_eq!(end_of(&huge_ext, &[]), Err(MalformedChunk));
+    }
+
+    #[test]
+    fn accepts_strict_extensions_and_trailers() {
+        let body = b"3 ;a=b;c=\"d e\"\r\nabc\r\n0\r\nx-sum: 12\r\nx-empty:\r\n\r\n";
+        let mut scanner = ChunkedScanner::default();
+        assert_eq!(scanner.scan(body), Ok(Fed::End(body.len())));
+        assert_eq!(scanner.data_len(), 3);
     }
 
     #[test]

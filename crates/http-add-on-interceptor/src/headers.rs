@@ -15,16 +15,20 @@ pub static COLD_START: HeaderName = HeaderName::from_static("x-keda-http-cold-st
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes hop-by-hop headers: `Connection` and the headers it names, `Keep-Alive`,
+/// Removes hop-by-hop headers: `Connection` and the headers it names (but never
+/// `Content-Length` or `Host`), `Keep-Alive`,
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named by Connection are rare; only then allocate the list.
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+    // Headers named by Connection are rare; only then allocate the list. Every Connection
+    // line counts, not just the first.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+            // Never the message's framing or Host (RFC 9110 §7.6.1).
+            .filter(|name| !crate::h1::is_protected(name.as_str().as_bytes()))
             .collect();
         for name in named {
             headers.remove(name);
@@ -141,6 +145,24 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_framing_or_host() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "content-length, host, x-a"),
+            ("connection", "transfer-encoding"),
+            ("content-length", "3"),
+            ("host", "app.example.com"),
+            ("x-a", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host"]);
     }
 
     #[test]

@@ -14,9 +14,13 @@ pub mod admin;
 pub mod backends;
 pub mod config;
 pub mod counts;
+#[cfg(test)]
+mod differential;
 mod fast;
 mod framing;
+mod h1;
 pub mod headers;
+mod io;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
@@ -425,6 +429,7 @@ async fn serve_proxy(
         let (proxy, builder) = (proxy.clone(), builder.clone());
         let (mut stop, mut force) = (stop.clone(), force.clone());
         let token = conns.clone();
+        let stream = io::SendTimeout::new(stream, proxy.config.send_timeout);
         tokio::spawn(async move {
             let _token = token;
             let outcome = tokio::select! {
@@ -465,6 +470,7 @@ async fn serve_tls(
         let token = conns.clone();
         tokio::spawn(async move {
             let _token = token;
+            let stream = io::SendTimeout::new(stream, proxy.config.send_timeout);
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,

@@ -127,25 +127,93 @@ pub(crate) fn record(
 }
 
 /// The request body sent upstream. If it is dropped before its first poll (the connection
-/// could not be made), it hands the inner body back through `reclaim` for a retry.
+/// could not be made), it hands the inner body back through `reclaim` for a retry. A body that
+/// fails (malformed, or no progress within the request body timeout) says so in `failure`, so
+/// the client gets a 400 or 408 rather than a 502.
 pub struct OutBody {
     inner: Option<Incoming>,
     reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
     polled: bool,
+    progress: Option<Duration>,
+    /// Armed the first time the inbound body has nothing ready.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+    failure: Arc<BodyFailure>,
 }
+
+/// Why an inbound request body ended early (set once, read after the upstream request failed).
+#[derive(Default)]
+struct BodyFailure(std::sync::atomic::AtomicU8);
+
+impl BodyFailure {
+    const MALFORMED: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+
+    fn set(&self, why: u8) {
+        self.0.store(why, Ordering::Release);
+    }
+
+    /// The client's fault, as a status and a message, if the body failed.
+    fn response(&self) -> Option<(StatusCode, &'static str)> {
+        match self.0.load(Ordering::Acquire) {
+            Self::MALFORMED => Some((
+                StatusCode::BAD_REQUEST,
+                "malformed request body (invalid chunked encoding or cut short)",
+            )),
+            Self::TIMED_OUT => Some((
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The request body made no progress within the request body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes within the request body timeout")]
+struct BodyTimedOut;
 
 impl Body for OutBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.polled = true;
-        match &mut self.inner {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = &mut *self;
+        let Some(body) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                this.failure.set(BodyFailure::MALFORMED);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending => {
+                let Some(limit) = this.progress else {
+                    return Poll::Pending;
+                };
+                let deadline = Instant::now() + limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.failure.set(BodyFailure::TIMED_OUT);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.waiting = false;
+                ready.map_err(Into::into)
+            }
         }
     }
 
@@ -275,15 +343,24 @@ impl Proxy {
 
     async fn route(&self, remote: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
-        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let host = host_value
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host_value = match check_request(&req) {
+            Ok(host) => host,
+            Err((status, message)) => {
+                if self.config.log_requests {
+                    tracing::info!(%remote, path = req.uri().path(), status = status.as_u16(), reason = message, "request");
+                }
+                let mut response = plain(status, message.to_owned());
+                if req.version() < Version::HTTP_2 {
+                    // The request's framing or target cannot be trusted: no further requests.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return response;
+            }
+        };
+        let host = host_value.to_str().unwrap_or("");
+        let host_value = Some(host_value.clone());
         let entry = {
             let table = self.table.load();
             table
@@ -500,6 +577,7 @@ impl Proxy {
             1
         };
         let reclaim = (attempts > 1).then(|| Arc::new(Mutex::new(None)));
+        let failure = Arc::new(BodyFailure::default());
         let mut body = Some(body);
         let mut last_error = String::new();
         for attempt in 0..attempts {
@@ -537,6 +615,10 @@ impl Proxy {
                     inner: Some(inbound),
                     reclaim: reclaim.clone(),
                     polled: false,
+                    progress: self.config.request_body_timeout,
+                    timer: None,
+                    waiting: false,
+                    failure: failure.clone(),
                 },
             );
             *out.uri_mut() = Uri::builder()
@@ -600,6 +682,10 @@ impl Proxy {
                     }
                 }
                 Err(error) => {
+                    if let Some((status, message)) = failure.response() {
+                        tracing::debug!(backend = %backend.key(), error = source_chain(&error), "request body failed");
+                        return (Ok(plain(status, message.to_owned())), None);
+                    }
                     let message = format!(
                         "backend {} failed: {}",
                         upstream.addr(),
@@ -614,6 +700,61 @@ impl Proxy {
         }
         (Err(Failure::Refused(last_error)), None)
     }
+}
+
+/// Checks what the relay's rules (`h1::inspect_request`) check, for requests hyper parsed:
+/// the target's form, one valid `Host` that agrees with the target's authority (absolute-form
+/// or `:authority`, which wins, RFC 9112 §3.2.2), and no transfer coding but `chunked`.
+/// Returns the host to route by.
+fn check_request<B>(req: &Request<B>) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let bad = |message| Err((StatusCode::BAD_REQUEST, message));
+    if req.method() == http::Method::CONNECT {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported by this proxy",
+        ));
+    }
+    let uri = req.uri();
+    let asterisk = req.method() == http::Method::OPTIONS && uri.path() == "*";
+    if !uri.path().starts_with('/') && !asterisk {
+        return bad("invalid request target");
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return bad("more than one Host header");
+    }
+    if let Some(host) = host
+        && !crate::h1::valid_host(host.as_bytes())
+    {
+        return bad("invalid Host header");
+    }
+    let host = match (uri.authority(), host) {
+        (Some(authority), Some(host))
+            if !authority
+                .as_str()
+                .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+        {
+            return bad("Host header does not match the request target's authority");
+        }
+        (Some(authority), _) => HeaderValue::from_str(authority.as_str())
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid authority"))?,
+        (None, Some(host)) => host.clone(),
+        (None, None) => return bad("missing Host header"),
+    };
+    let codings_ok = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| crate::h1::tokens(v.as_bytes()))
+        .all(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+    if !codings_ok {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer codings other than chunked are not supported",
+        ));
+    }
+    Ok(host)
 }
 
 /// Marks a request received on the TLS listener.

@@ -117,6 +117,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         }
         total_nanos = total_nanos.checked_add(nanos).ok_or_else(overflow)?;
     }
+    // Go's durations are int64 nanoseconds (about 292 years); larger ones are out of range
+    // there too, and would overflow clock arithmetic here.
+    if total_nanos > i64::MAX as u128 {
+        return Err(DurationError::Overflow(input.to_owned()));
+    }
     let secs = u64::try_from(total_nanos / 1_000_000_000)
         .map_err(|_| DurationError::Overflow(input.to_owned()))?;
     Ok(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
@@ -207,6 +212,17 @@ mod tests {
         ));
         assert!(matches!(
             parse_duration("99999999999999999999999h"),
+            Err(DurationError::Overflow(_))
+        ));
+        // Go's limit: 2562047h47m16.854775807s is the largest duration; beyond it (as with
+        // 2.6e15h) is out of range instead of a panic in clock arithmetic later.
+        assert!(parse_duration("2562047h47m16.854775807s").is_ok());
+        assert!(matches!(
+            parse_duration("2562047h47m16.854775808s"),
+            Err(DurationError::Overflow(_))
+        ));
+        assert!(matches!(
+            parse_duration("2600000000000000h"),
             Err(DurationError::Overflow(_))
         ));
         let message = parse_duration("5d").unwrap_err().to_string();
