@@ -705,6 +705,8 @@ impl Proxy {
 /// Checks what the relay's rules (`h1::inspect_request`) check, for requests hyper parsed:
 /// the target's form, one valid `Host` that agrees with the target's authority (absolute-form
 /// or `:authority`, which wins, RFC 9112 §3.2.2), and no transfer coding but `chunked`.
+/// (With both `Content-Length` and `Transfer-Encoding`, hyper frames by the chunks, drops the
+/// length and closes the connection after, as RFC 9112 §6.1 allows.)
 /// Returns the host to route by.
 fn check_request<B>(req: &Request<B>) -> Result<HeaderValue, (StatusCode, &'static str)> {
     let bad = |message| Err((StatusCode::BAD_REQUEST, message));
