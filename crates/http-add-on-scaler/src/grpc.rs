@@ -293,6 +293,26 @@ pub fn http_scaled_object_target(object: &HTTPScaledObject) -> i64 {
         .map_or(DEFAULT_TARGET, i64::from)
 }
 
+/// The values KEDA asked for: only the one named `wanted` (KEDA labels every returned value
+/// with the name it asked for and the HPA adds them up, so answering more over-scales), or all
+/// of them when no name is given. A name the route does not have is `NOT_FOUND`.
+fn select_metric(values: Vec<MetricValue>, wanted: &str) -> Result<Vec<MetricValue>, Status> {
+    if wanted.is_empty() {
+        return Ok(values);
+    }
+    let known: Vec<String> = values.iter().map(|v| v.metric_name.clone()).collect();
+    let selected: Vec<MetricValue> = values
+        .into_iter()
+        .filter(|v| v.metric_name == wanted)
+        .collect();
+    if selected.is_empty() {
+        return Err(Status::not_found(format!(
+            "metric {wanted:?} is not one of this ScaledObject's metrics {known:?}"
+        )));
+    }
+    Ok(selected)
+}
+
 fn log_error(rpc: &str, sor: &ScaledObjectRef, status: &Status) {
     if status.code() == Code::Unavailable {
         tracing::debug!(rpc, namespace = %sor.namespace, name = %sor.name, error = %status.message(), "request failed");
@@ -354,8 +374,9 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricsResponse>, Status> {
         let request = request.into_inner();
         let sor = request.scaled_object_ref.unwrap_or_default();
-        let (metric_values, _) = self
+        let metric_values = self
             .evaluate(&sor)
+            .and_then(|(values, _)| select_metric(values, &request.metric_name))
             .inspect_err(|s| log_error("GetMetrics", &sor, s))?;
         Ok(Response::new(GetMetricsResponse { metric_values }))
     }
@@ -532,6 +553,33 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(spec.metric_specs[0].target_size_float, 2.0);
+    }
+
+    #[test]
+    fn get_metrics_selects_the_named_metric() {
+        let value = |name: &str, v: f64| MetricValue {
+            metric_name: name.to_owned(),
+            metric_value: 0,
+            metric_value_float: v,
+        };
+        let values = || {
+            vec![
+                value("http_ir_concurrency", 4.0),
+                value("http_ir_rate", 1.5),
+            ]
+        };
+        assert_eq!(
+            select_metric(values(), "http_ir_rate").unwrap(),
+            [value("http_ir_rate", 1.5)]
+        );
+        assert_eq!(
+            select_metric(values(), "http_ir_concurrency").unwrap(),
+            [value("http_ir_concurrency", 4.0)]
+        );
+        assert_eq!(select_metric(values(), "").unwrap(), values());
+        let status = select_metric(values(), "s0-http_ir_rate").unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("s0-http_ir_rate"), "{status:?}");
     }
 
     #[test]

@@ -147,6 +147,63 @@ async fn request_rate_over_a_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_metrics_answers_only_the_metric_asked_for() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    cluster
+        .create_interceptor_route(
+            "pair",
+            "pair.test",
+            "pair",
+            json!({
+                "concurrency": {"targetValue": 1},
+                "requestRate": {"targetValue": 1, "window": "1m", "granularity": "1s"}
+            }),
+        )
+        .await;
+    cluster.wait_routed("default/pair").await;
+    // No ready endpoint: three requests stay in flight (held for the cold start).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(cluster.send_request(0, "pair.test").await);
+    }
+    let sor = route("pair");
+    let concurrency = eventually("concurrency 3", || async {
+        let values = cluster
+            .get_named_metric(&sor, "http_pair_concurrency")
+            .await
+            .ok()?;
+        (values.first()?.metric_value_float == 3.0).then_some(values)
+    })
+    .await;
+    assert_eq!(concurrency.len(), 1, "{concurrency:?}");
+    assert_eq!(concurrency[0].metric_name, "http_pair_concurrency");
+
+    let rate = eventually("a request rate", || async {
+        let values = cluster
+            .get_named_metric(&sor, "http_pair_rate")
+            .await
+            .ok()?;
+        (values.first()?.metric_value_float > 0.0).then_some(values)
+    })
+    .await;
+    assert_eq!(rate.len(), 1, "{rate:?}");
+    assert_eq!(rate[0].metric_name, "http_pair_rate");
+    // 3 requests in a 1-minute window: the rate is 3/60 per second, not the concurrency.
+    assert!(rate[0].metric_value_float < 1.0, "{rate:?}");
+
+    // Without a name (not KEDA) both come back; a name the route lacks is an error naming it.
+    let all = cluster.get_metrics(&sor).await.expect("GetMetrics");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let status = cluster
+        .get_named_metric(&sor, "http_other_rate")
+        .await
+        .expect_err("unknown metric name");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("http_other_rate"), "{status:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_specs_for_each_metadata_kind() {
     let cluster = Cluster::start(1, |_| {}).await;
     cluster

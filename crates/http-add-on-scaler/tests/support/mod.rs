@@ -328,6 +328,22 @@ impl Cluster {
             .map(|r| r.into_inner().metric_values)
     }
 
+    /// GetMetrics for `sor` asking for the metric `metric_name`, as KEDA does.
+    pub async fn get_named_metric(
+        &self,
+        sor: &ScaledObjectRef,
+        metric_name: &str,
+    ) -> Result<Vec<MetricValue>, tonic::Status> {
+        self.keda
+            .clone()
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(sor.clone()),
+                metric_name: metric_name.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().metric_values)
+    }
+
     /// IsActive for `sor`.
     pub async fn is_active(&self, sor: &ScaledObjectRef) -> Result<bool, tonic::Status> {
         self.keda
