@@ -124,8 +124,16 @@ impl World {
     }
 
     pub async fn queue(&self) -> http_add_on_types::queue::QueueCounts {
-        let url = format!("http://{}/queue", self.interceptor.admin_addr());
-        let reply = Reply::read(self.http.get(url.parse().unwrap()).await.unwrap()).await;
+        let url: http::Uri = format!("http://{}/queue", self.interceptor.admin_addr())
+            .parse()
+            .unwrap();
+        // A pooled admin connection may have just been closed by the server's header read
+        // timeout (short in some tests): one retry on a fresh connection.
+        let response = match self.http.get(url.clone()).await {
+            Ok(response) => response,
+            Err(_) => self.http.get(url).await.expect("admin answers /queue"),
+        };
+        let reply = Reply::read(response).await;
         assert_eq!(reply.status, StatusCode::OK);
         serde_json::from_slice(&reply.body).expect("queue JSON")
     }
