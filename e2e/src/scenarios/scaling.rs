@@ -34,6 +34,12 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             exclusive: false,
             run: |tb, ns| interceptor_route(tb, ns).boxed(),
         },
+        Scenario {
+            name: "both-metrics-scaling",
+            timeout: Duration::from_secs(150),
+            exclusive: false,
+            run: |tb, ns| both_metrics_scaling(tb, ns).boxed(),
+        },
     ]
 }
 
@@ -185,4 +191,96 @@ async fn interceptor_route(tb: Testbed, ns: String) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// An InterceptorRoute with both metrics under steady load that needs exactly 3 replicas by
+/// concurrency and 1 by rate: the app settles at 3, never more (each HPA metric gets only its
+/// own value; answering both made the HPA add them up and over-scale).
+async fn both_metrics_scaling(tb: Testbed, ns: String) -> anyhow::Result<()> {
+    const WORKERS: usize = 12;
+    const CONCURRENCY_TARGET: usize = 4;
+    const WANT: i32 = (WORKERS / CONCURRENCY_TARGET) as i32;
+    const MAX: i32 = 8;
+    // Each worker has one request in flight taking ≥ 500 ms: concurrency ≤ 12 (→ 3 replicas),
+    // rate ≤ 24/s, well under the rate target of 50 (→ 1 replica). The sum of both values,
+    // ≈ 36, over the concurrency target would ask for 9, capped at MAX.
+    let app = App::new(&ns, "app").response_delay("500ms");
+    app.deploy(&tb).await?;
+    let host = format!("{ns}.test");
+    let route = json!({
+        "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {
+            "target": {"service": "app", "portName": "http"},
+            "rules": [{"hosts": [host]}],
+            "scalingMetric": {
+                "concurrency": {"targetValue": CONCURRENCY_TARGET},
+                "requestRate": {"targetValue": 50, "window": "10s", "granularity": "1s"}
+            }
+        }
+    });
+    app::apply::<InterceptorRoute>(&tb, &ns, "app", route).await?;
+    let scaled_object = json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {"name": "app"},
+            "minReplicaCount": 0, "maxReplicaCount": MAX, "cooldownPeriod": 3, "pollingInterval": 1,
+            "triggers": [{"type": "external-push", "metadata": {
+                "scalerAddress": format!("{SCALER_SERVICE}.{ADDON_NAMESPACE}:9090"),
+                "interceptorRoute": "app"
+            }}]
+        }
+    });
+    app::apply::<ScaledObject>(&tb, &ns, "app", scaled_object).await?;
+    wait_route_known(&tb, &format!("{ns}/app")).await?;
+    let target = Target {
+        proxy: tb.proxy,
+        host,
+        path: "/".into(),
+    };
+    let load = Load::start(target, WORKERS, Duration::ZERO, 1_000_000);
+    let outcome = settle_at(&tb, &ns, &load, WANT).await;
+    let report = load.stop().await;
+    outcome?;
+    check(report.failed() == 0, || {
+        format!(
+            "{} of {} requests failed: {:?}",
+            report.failed(),
+            report.total(),
+            report.errors
+        )
+    })?;
+    Ok(())
+}
+
+/// Waits until the app has `want` replicas, then keeps watching while `load` sends 300 more
+/// requests (≥ 6 s of steady load, several polls): any count above `want` fails.
+async fn settle_at(tb: &Testbed, ns: &str, load: &Load, want: i32) -> anyhow::Result<()> {
+    let reached = app::wait_replicas(
+        tb,
+        ns,
+        "app",
+        &format!("{want} replicas under load"),
+        Duration::from_secs(60),
+        |r| r >= want,
+    )
+    .await?;
+    check(reached == want, || {
+        format!("scaled to {reached} replicas; the load needs exactly {want}")
+    })?;
+    let until_sent = load.sent() + 300;
+    let highest = crate::wait::until(
+        "300 more requests of steady load",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let (desired, _) = app::replicas(tb, ns, "app").await?;
+            Ok((desired > want || load.sent() >= until_sent).then_some(desired))
+        },
+    )
+    .await?;
+    check(highest == want, || {
+        format!("{highest} replicas under steady load that needs exactly {want}")
+    })
 }
