@@ -20,6 +20,7 @@ mod fast;
 mod framing;
 mod h1;
 pub mod headers;
+mod idle;
 mod io;
 pub mod metrics;
 pub mod proxy;
@@ -405,6 +406,7 @@ async fn serve<M, S, B>(
                 service,
                 stop,
                 force,
+                None,
             )
             .await;
         });
@@ -437,11 +439,11 @@ async fn serve_proxy(
                 _ = stopped(&mut force) => return,
             };
             if let fast::Outcome::HandOff { stream, buffered } = outcome {
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    proxy.clone().handle(remote, req)
-                });
+                let idle = proxy.config.idle_timeout;
+                let (service, activity) = proxy_service(proxy, remote, false);
                 let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
-                drive("proxy", remote, &builder, io, service, stop, force).await;
+                let idle = idle.map(|limit| (activity, limit));
+                drive("proxy", remote, &builder, io, service, stop, force, idle).await;
             }
         });
     }
@@ -499,15 +501,63 @@ async fn serve_tls(
                     fast::Outcome::HandOff { stream, buffered } => (stream, buffered),
                 }
             };
-            let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(proxy::ViaTls);
-                proxy.clone().handle(remote, req)
-            });
+            let idle = proxy.config.idle_timeout;
+            let (service, activity) = proxy_service(proxy, remote, true);
             let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
-            drive("TLS proxy", remote, &builder, io, service, stop, force).await;
+            let idle = idle.map(|limit| (activity, limit));
+            drive(
+                "TLS proxy",
+                remote,
+                &builder,
+                io,
+                service,
+                stop,
+                force,
+                idle,
+            )
+            .await;
         });
     }
     drop(listener);
+}
+
+/// The proxy's hyper service for one connection from `remote` (received over TLS when
+/// `tls`), and the connection's activity, which its idle timeout watches: a request is busy
+/// until its response body is finished or dropped.
+// The service's type can only be named through `impl` (its future is an async block).
+#[allow(clippy::type_complexity)]
+fn proxy_service(
+    proxy: Arc<Proxy>,
+    remote: SocketAddr,
+    tls: bool,
+) -> (
+    impl hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<proxy::ProxyBody>,
+        Error = std::convert::Infallible,
+        Future = impl Future<
+            Output = Result<hyper::Response<proxy::ProxyBody>, std::convert::Infallible>,
+        > + Send
+                 + 'static,
+    > + Send
+    + 'static,
+    Arc<idle::Activity>,
+) {
+    let activity = Arc::new(idle::Activity::default());
+    let tracked = activity.clone();
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let active = tracked.start();
+        if tls {
+            req.extensions_mut().insert(proxy::ViaTls);
+        }
+        let proxy = proxy.clone();
+        async move {
+            let mut response = proxy.handle(remote, req).await?;
+            response.body_mut().hold(active);
+            Ok(response)
+        }
+    });
+    (service, activity)
 }
 
 /// The next accepted connection (with `TCP_NODELAY` set), or `None` once `stop` fires.
@@ -535,8 +585,9 @@ async fn accept(
     }
 }
 
-/// Serves one connection with hyper until it ends; on `stop` it shuts down gracefully, on
-/// `force` it is dropped.
+/// Serves one connection with hyper until it ends; on `stop`, or when `idle` says it had no
+/// request in flight for its limit, it shuts down gracefully; on `force` it is dropped.
+#[allow(clippy::too_many_arguments)]
 async fn drive<I, S, B>(
     what: &'static str,
     remote: SocketAddr,
@@ -545,6 +596,7 @@ async fn drive<I, S, B>(
     service: S,
     mut stop: watch::Receiver<bool>,
     mut force: watch::Receiver<bool>,
+    idle: Option<(Arc<idle::Activity>, Duration)>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
@@ -557,8 +609,22 @@ async fn drive<I, S, B>(
 {
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    let idle_wait = async {
+        match &idle {
+            Some((activity, limit)) => activity.idle_for(*limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = idle_wait => {
+            tracing::debug!(what, %remote, "idle timeout");
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stopped(&mut force) => Ok(()),
+            }
+        }
         _ = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {

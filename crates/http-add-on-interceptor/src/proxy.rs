@@ -37,6 +37,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ProxyBody {
     inner: Inner,
     _done: Option<Completion>,
+    _active: Option<crate::idle::Active>,
 }
 
 enum Inner {
@@ -49,7 +50,13 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(Some(bytes.into())),
             _done: None,
+            _active: None,
         }
+    }
+
+    /// Keeps the connection counted as busy until this body is finished or dropped.
+    pub(crate) fn hold(&mut self, active: crate::idle::Active) {
+        self._active = Some(active);
     }
 }
 
@@ -432,6 +439,7 @@ impl Proxy {
             ProxyBody {
                 inner: body.inner,
                 _done: Some(completion),
+                _active: None,
             },
         )
     }
@@ -666,6 +674,7 @@ impl Proxy {
                     let body = ProxyBody {
                         inner: Inner::Upstream(incoming),
                         _done: None,
+                        _active: None,
                     };
                     return (Ok(Response::from_parts(parts, body)), Some(outstanding));
                 }

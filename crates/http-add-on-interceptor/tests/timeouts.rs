@@ -263,3 +263,43 @@ async fn a_client_that_never_reads_is_disconnected_and_counted_out() {
         drop(client);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_busy_ones_are_not() {
+    let bed = Bed::start(short_timeouts()).await;
+    let tcp = TcpStream::connect(bed.w.interceptor.proxy_addr())
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // A request that lasts several idle timeouts (its body paced slower than the idle limit
+    // in total, faster than the body timeout per piece) keeps the connection open.
+    let pieces = Box::pin(futures::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"p"))),
+            i + 1,
+        ))
+    }));
+    let request = http::Request::post("http://echo.test/echo")
+        .body(StreamBody::new(pieces))
+        .unwrap();
+    let response = send.send_request(request).await.expect("a response");
+    let body = response.into_body().collect().await.expect("the echo");
+    assert_eq!(body.to_bytes().as_ref(), b"pppppppppp");
+    // Then idle: the interceptor closes the connection.
+    tokio::time::timeout(TIMEOUT, conn)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .unwrap()
+        .ok();
+    bed.settled().await;
+}
