@@ -33,9 +33,9 @@ use crate::wait;
 
 /// Label selector of the interceptor pods the chart creates.
 pub const INTERCEPTOR_SELECTOR: &str =
-    "app.kubernetes.io/name=keda-http-add-on,app.kubernetes.io/component=interceptor";
+    "app.kubernetes.io/name=http-add-on,app.kubernetes.io/component=interceptor";
 /// Label selector of every add-on pod.
-pub const ADDON_SELECTOR: &str = "app.kubernetes.io/part-of=keda-http-add-on";
+pub const ADDON_SELECTOR: &str = "app.kubernetes.io/part-of=keda-add-ons-http";
 /// The NodePort Service the suite adds next to the chart's proxy Service.
 pub const NODE_PORT_SERVICE: &str = "e2e-interceptor-proxy-nodeport";
 

@@ -33,7 +33,7 @@ struct Common {
     #[arg(long, default_value = "target/debug")]
     bin_dir: PathBuf,
     /// Directory with the CRD YAML.
-    #[arg(long, default_value = "charts/keda-http-add-on/crds")]
+    #[arg(long, default_value = "charts/keda-http-add-on/files/crds")]
     crd_dir: PathBuf,
     /// Where logs and the kubeconfig are written.
     #[arg(long, default_value = "target/e2e")]

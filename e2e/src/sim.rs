@@ -44,7 +44,7 @@ const SCALER_PORT: i32 = 9090;
 pub struct SimOptions {
     /// Directory holding the built binaries (`target/debug`).
     pub bin_dir: PathBuf,
-    /// Directory with the CRD YAML to apply (`charts/keda-http-add-on/crds`).
+    /// Directory with the CRD YAML to apply (`charts/keda-http-add-on/files/crds`).
     pub crd_dir: PathBuf,
     /// Where logs and the kubeconfig go.
     pub work_dir: PathBuf,
@@ -527,7 +527,7 @@ async fn register_services(
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
     for (name, port_name, port) in [
-        (PROXY_SERVICE, "http", PROXY_PORT),
+        (PROXY_SERVICE, "proxy", PROXY_PORT),
         (ADMIN_SERVICE, "admin", ADMIN_PORT),
         (SCALER_SERVICE, "grpc", SCALER_PORT),
     ] {
@@ -546,7 +546,7 @@ async fn register_services(
         // One slice per replica: each process listens on its own loopback port, as each pod
         // would have its own IP.
         for (service, port_name, port) in [
-            (PROXY_SERVICE, "http", ports.proxy),
+            (PROXY_SERVICE, "proxy", ports.proxy),
             (ADMIN_SERVICE, "admin", ports.admin),
         ] {
             let name = format!("{service}-{i}");

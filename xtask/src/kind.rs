@@ -254,7 +254,7 @@ fn dump_state(kubeconfig: &Path) {
             "--namespace",
             NAMESPACE,
             "--selector",
-            "app.kubernetes.io/part-of=keda-http-add-on",
+            "app.kubernetes.io/part-of=keda-add-ons-http",
             "--all-containers",
             "--prefix",
             "--tail",

@@ -9,13 +9,26 @@ to know the component take `(dict "root" $ "component" "<operator|interceptor|sc
 keda-add-ons-http
 {{- end }}
 
-{{/* Name of a component's Deployment, ServiceAccount and RBAC objects. */}}
-{{- define "keda-http-add-on.componentName" -}}
+{{/*
+Names of a component's objects, as upstream's chart names them: `.kind` is one of
+deployment, container, serviceAccount (namespaced, fixed prefix) or clusterRole (cluster-scoped,
+named after the release).
+*/}}
+{{- define "keda-http-add-on.name" -}}
 {{- $prefix := include "keda-http-add-on.prefix" .root -}}
-{{- if eq .component "scaler" -}}
-{{ $prefix }}-external-scaler
-{{- else -}}
-{{ $prefix }}-{{ .component }}
+{{- $component := .component -}}
+{{- if eq .kind "clusterRole" -}}
+{{- if eq $component "operator" -}}{{ .root.Release.Name }}-role
+{{- else if eq $component "scaler" -}}{{ .root.Release.Name }}-external-scaler
+{{- else -}}{{ .root.Release.Name }}-{{ $component }}
+{{- end -}}
+{{- else if eq $component "operator" -}}
+{{- if eq .kind "deployment" -}}{{ $prefix }}-controller-manager
+{{- else if eq .kind "container" -}}{{ $prefix }}-operator
+{{- else -}}{{ $prefix }}
+{{- end -}}
+{{- else if eq $component "scaler" -}}{{ $prefix }}-external-scaler
+{{- else -}}{{ $prefix }}-{{ $component }}
 {{- end -}}
 {{- end }}
 
@@ -34,17 +47,21 @@ keda-add-ons-http
 {{ include "keda-http-add-on.prefix" . }}-{{ .Values.interceptor.proxy.service }}
 {{- end }}
 
-{{/* Labels selecting a component's pods. */}}
+{{/*
+Labels selecting a component's pods: upstream's, so that `helm upgrade` from an upstream release
+keeps the (immutable) Deployment selectors.
+*/}}
 {{- define "keda-http-add-on.selectorLabels" -}}
-app.kubernetes.io/name: keda-http-add-on
-app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/name: http-add-on
+app.kubernetes.io/part-of: keda-add-ons-http
 {{- end }}
 
 {{/* Labels of every resource of a component. */}}
 {{- define "keda-http-add-on.labels" -}}
 {{ include "keda-http-add-on.selectorLabels" . }}
-app.kubernetes.io/part-of: keda-http-add-on
 app.kubernetes.io/version: {{ .root.Values.images.tag | default .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -75,7 +92,7 @@ Container security context of a component: `securityContext.<component>` when se
 {{- toYaml (default (omit $all "operator" "scaler" "interceptor") $own) -}}
 {{- end }}
 
-{{/* Environment every component gets: logging (`logging.<component>`) and the pod's identity. */}}
+{{/* Environment every component gets: `<component>.extraEnvs`, logging (`logging.<component>`) and the pod's identity. */}}
 {{- define "keda-http-add-on.commonEnv" -}}
 {{- $logging := index .root.Values.logging .component -}}
 - name: RUST_LOG
@@ -90,6 +107,11 @@ Container security context of a component: `securityContext.<component>` when se
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- /* Last, so that they win over the chart's own variables. */}}
+{{- range $name, $value := (index .root.Values .component).extraEnvs }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Scheduling fields of a component's pods (`<component>.nodeSelector/tolerations/affinity`). */}}
@@ -108,6 +130,10 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with $values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* A ServiceMonitor for a component's metrics Service (when `serviceMonitor.enabled`). */}}
@@ -117,7 +143,7 @@ affinity:
 apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata:
-  name: {{ include "keda-http-add-on.componentName" . }}
+  name: {{ include "keda-http-add-on.prefix" .root }}-{{ .component }}
   namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "keda-http-add-on.labels" . | nindent 4 }}

@@ -748,7 +748,7 @@ fn cel_sees_null_nullable_properties_as_absent() {
 /// The `openAPIV3Schema` of `version` in one of the chart's generated CRDs.
 fn chart_crd_schema(file: &str, version: &str) -> Value {
     let path = format!(
-        "{}/../../charts/keda-http-add-on/crds/{file}",
+        "{}/../../charts/keda-http-add-on/files/crds/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -478,7 +478,8 @@ fn interceptor_route_crd_has_its_rules() {
 // ----- committed files ---------------------------------------------------------------------
 
 fn crd_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/keda-http-add-on/crds");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/keda-http-add-on/files/crds");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -34,8 +34,13 @@ where each Secret of `interceptor.tls.cert_store_secrets` (the argument) is moun
 
 {{- define "interceptor.manifests" -}}
 {{- $ctx := dict "root" . "component" "interceptor" -}}
-{{- $name := include "keda-http-add-on.componentName" $ctx -}}
+{{- $name := include "keda-http-add-on.name" (merge (dict "kind" "deployment") $ctx) -}}
+{{- $roleName := include "keda-http-add-on.name" (merge (dict "kind" "clusterRole") $ctx) -}}
 {{- $kind := ternary "Role" "ClusterRole" (ne .Values.operator.watchNamespace "") -}}
+{{- $tls := .Values.interceptor.tls -}}
+{{- $certPath := $tls.cert_path | default $tls.certPath -}}
+{{- $keyPath := $tls.key_path | default $tls.keyPath -}}
+{{- $certSecret := $tls.cert_secret | default $tls.certSecret -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -47,7 +52,7 @@ metadata:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: {{ $kind }}
 metadata:
-  name: {{ $name }}
+  name: {{ $roleName }}
   {{- if .Values.operator.watchNamespace }}
   namespace: {{ .Values.operator.watchNamespace }}
   {{- end }}
@@ -59,7 +64,7 @@ rules:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: {{ $kind }}Binding
 metadata:
-  name: {{ $name }}
+  name: {{ $roleName }}
   {{- if .Values.operator.watchNamespace }}
   namespace: {{ .Values.operator.watchNamespace }}
   {{- end }}
@@ -68,7 +73,7 @@ metadata:
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: {{ $kind }}
-  name: {{ $name }}
+  name: {{ $roleName }}
 subjects:
   - kind: ServiceAccount
     name: {{ $name }}
@@ -86,15 +91,21 @@ spec:
   selector:
     {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
   ports:
-    - name: http
+    - name: proxy
       port: {{ .Values.interceptor.proxy.port }}
-      targetPort: http
+      targetPort: proxy
       protocol: TCP
-    {{- if .Values.interceptor.tls.enabled }}
+      {{- with .Values.interceptor.proxy.appProtocol }}
+      appProtocol: {{ . }}
+      {{- end }}
+    {{- if $tls.enabled }}
     - name: proxy-tls
-      port: {{ .Values.interceptor.tls.port }}
+      port: {{ $tls.port }}
       targetPort: proxy-tls
       protocol: TCP
+      {{- with $tls.appProtocol }}
+      appProtocol: {{ . }}
+      {{- end }}
     {{- end }}
 ---
 apiVersion: v1
@@ -114,6 +125,9 @@ spec:
       port: {{ .Values.interceptor.admin.port }}
       targetPort: admin
       protocol: TCP
+      {{- with .Values.interceptor.admin.appProtocol }}
+      appProtocol: {{ . }}
+      {{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -141,8 +155,7 @@ metadata:
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 spec:
-  # The interceptor's ScaledObject owns the replica count once KEDA has seen it.
-  replicas: {{ .Values.interceptor.replicas.min }}
+  # No `replicas`: the interceptor's ScaledObject owns the count, and an upgrade must not reset it.
   selector:
     matchLabels:
       {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 6 }}
@@ -171,7 +184,7 @@ spec:
       # requests drain for up to `drainTimeout`. The grace period must cover both.
       terminationGracePeriodSeconds: {{ .Values.interceptor.terminationGracePeriodSeconds }}
       containers:
-        - name: interceptor
+        - name: {{ include "keda-http-add-on.name" (merge (dict "kind" "container") $ctx) }}
           image: {{ include "keda-http-add-on.image" $ctx | quote }}
           imagePullPolicy: {{ .Values.interceptor.pullPolicy }}
           env:
@@ -183,14 +196,27 @@ spec:
               value: {{ .Values.interceptor.metrics.port | quote }}
             - name: KEDA_HTTP_WATCH_NAMESPACE
               value: {{ .Values.operator.watchNamespace | quote }}
+            {{- /* Empty timeouts are left unset: the interceptor's defaults are upstream's. */}}
+            {{- with .Values.interceptor.readinessTimeout }}
             - name: KEDA_HTTP_READINESS_TIMEOUT
-              value: {{ .Values.interceptor.replicas.waitTimeout | quote }}
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .Values.interceptor.replicas.waitTimeout }}
+            - name: KEDA_CONDITION_WAIT_TIMEOUT
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .Values.interceptor.tcpConnectTimeout }}
             - name: KEDA_HTTP_CONNECT_TIMEOUT
-              value: {{ .Values.interceptor.tcpConnectTimeout | quote }}
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .Values.interceptor.responseHeaderTimeout }}
             - name: KEDA_HTTP_RESPONSE_HEADER_TIMEOUT
-              value: {{ .Values.interceptor.responseHeaderTimeout | quote }}
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .Values.interceptor.requestTimeout }}
             - name: KEDA_HTTP_REQUEST_TIMEOUT
-              value: {{ .Values.interceptor.requestTimeout | quote }}
+              value: {{ . | quote }}
+            {{- end }}
             - name: KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST
               value: {{ .Values.interceptor.maxIdleConnsPerHost | quote }}
             - name: KEDA_HTTP_DIRECT_POD_ROUTING
@@ -203,21 +229,21 @@ spec:
               value: {{ .Values.interceptor.shutdownDelay | quote }}
             - name: KEDA_HTTP_DRAIN_TIMEOUT
               value: {{ .Values.interceptor.drainTimeout | quote }}
-            {{- if .Values.interceptor.tls.enabled }}
+            {{- if $tls.enabled }}
             - name: KEDA_HTTP_PROXY_TLS_ENABLED
               value: "true"
             - name: KEDA_HTTP_PROXY_TLS_PORT
-              value: {{ .Values.interceptor.tls.port | quote }}
+              value: {{ $tls.port | quote }}
             - name: KEDA_HTTP_PROXY_TLS_CERT_PATH
-              value: {{ .Values.interceptor.tls.cert_path | quote }}
+              value: {{ $certPath | quote }}
             - name: KEDA_HTTP_PROXY_TLS_KEY_PATH
-              value: {{ .Values.interceptor.tls.key_path | quote }}
+              value: {{ $keyPath | quote }}
             - name: KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS
-              value: {{ include "interceptor.certStoreDirs" .Values.interceptor.tls.cert_store_secrets | quote }}
+              value: {{ include "interceptor.certStoreDirs" $tls.cert_store_secrets | quote }}
             {{- end }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
           ports:
-            - name: http
+            - name: proxy
               containerPort: {{ .Values.interceptor.proxy.port }}
               protocol: TCP
             - name: admin
@@ -226,9 +252,9 @@ spec:
             - name: metrics
               containerPort: {{ .Values.interceptor.metrics.port }}
               protocol: TCP
-            {{- if .Values.interceptor.tls.enabled }}
+            {{- if $tls.enabled }}
             - name: proxy-tls
-              containerPort: {{ .Values.interceptor.tls.port }}
+              containerPort: {{ $tls.port }}
               protocol: TCP
             {{- end }}
           livenessProbe:
@@ -249,37 +275,43 @@ spec:
             {{- toYaml .Values.interceptor.resources | nindent 12 }}
           securityContext:
             {{- include "keda-http-add-on.securityContext" $ctx | nindent 12 }}
-          {{- if .Values.interceptor.tls.enabled }}
-          # The TLS Secret, at the directory of `cert_path` (and of `key_path` if it differs).
+          {{- if or $tls.enabled .Values.interceptor.extraVolumeMounts }}
           volumeMounts:
+            {{- if $tls.enabled }}
+            # The TLS Secret, at the directory of `certPath` (and of `keyPath` if it differs).
             - name: certs
-              mountPath: {{ dir .Values.interceptor.tls.cert_path }}
+              mountPath: {{ dir $certPath }}
               readOnly: true
-            {{- if ne (dir .Values.interceptor.tls.key_path) (dir .Values.interceptor.tls.cert_path) }}
+            {{- if ne (dir $keyPath) (dir $certPath) }}
             - name: certs
-              mountPath: {{ dir .Values.interceptor.tls.key_path }}
+              mountPath: {{ dir $keyPath }}
               readOnly: true
             {{- end }}
-            {{- range $i, $secret := .Values.interceptor.tls.cert_store_secrets }}
+            {{- range $i, $secret := $tls.cert_store_secrets }}
             - name: certstore-{{ $i }}
               mountPath: /certstore/{{ $secret }}
               readOnly: true
             {{- end }}
+            {{- end }}
+            {{- with .Values.interceptor.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           {{- end }}
       {{- include "keda-http-add-on.scheduling" $ctx | nindent 6 }}
-      {{- with .Values.interceptor.topologySpreadConstraints }}
-      topologySpreadConstraints:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- if .Values.interceptor.tls.enabled }}
+      {{- if or $tls.enabled .Values.interceptor.extraVolumes }}
       volumes:
+        {{- if $tls.enabled }}
         - name: certs
           secret:
-            secretName: {{ .Values.interceptor.tls.cert_secret | quote }}
-        {{- range $i, $secret := .Values.interceptor.tls.cert_store_secrets }}
+            secretName: {{ $certSecret | quote }}
+        {{- range $i, $secret := $tls.cert_store_secrets }}
         - name: certstore-{{ $i }}
           secret:
             secretName: {{ $secret | quote }}
+        {{- end }}
+        {{- end }}
+        {{- with .Values.interceptor.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
 ---
@@ -315,7 +347,7 @@ metadata:
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 spec:
-  {{- if not (kindIs "invalid" .Values.interceptor.pdb.minAvailable) }}
+  {{- if .Values.interceptor.pdb.minAvailable }}
   minAvailable: {{ .Values.interceptor.pdb.minAvailable }}
   {{- else }}
   maxUnavailable: {{ .Values.interceptor.pdb.maxUnavailable }}

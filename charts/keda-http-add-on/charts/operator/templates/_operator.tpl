@@ -38,14 +38,27 @@ check` parses them and compares them with what the operator's code reads and wri
   verbs: ["get", "create", "update"]
 {{- end }}
 
+{{/*
+RBAC rules of upstream's `<release>-metrics-reader` ClusterRole: what a Prometheus needs to scrape
+the operator's metrics when they are protected (upstream's `operator.metrics.auth`).
+*/}}
+{{- define "operator.metricsReaderRules" -}}
+- nonResourceURLs: ["/metrics"]
+  verbs: ["get"]
+{{- end }}
+
 {{- define "operator.manifests" -}}
 {{- $ctx := dict "root" . "component" "operator" -}}
-{{- $name := include "keda-http-add-on.componentName" $ctx -}}
+{{- $prefix := include "keda-http-add-on.prefix" . -}}
+{{- $name := include "keda-http-add-on.name" (merge (dict "kind" "deployment") $ctx) -}}
+{{- $account := include "keda-http-add-on.name" (merge (dict "kind" "serviceAccount") $ctx) -}}
+{{- $roleName := include "keda-http-add-on.name" (merge (dict "kind" "clusterRole") $ctx) -}}
 {{- $kind := ternary "Role" "ClusterRole" (ne .Values.operator.watchNamespace "") -}}
+{{- $metricsPort := .Values.operator.metricsPort | default .Values.operator.port -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ $name }}
+  name: {{ $account }}
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
@@ -53,7 +66,7 @@ metadata:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: {{ $kind }}
 metadata:
-  name: {{ $name }}
+  name: {{ $roleName }}
   {{- if .Values.operator.watchNamespace }}
   namespace: {{ .Values.operator.watchNamespace }}
   {{- end }}
@@ -65,7 +78,7 @@ rules:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: {{ $kind }}Binding
 metadata:
-  name: {{ $name }}
+  name: {{ .Release.Name }}-rolebinding
   {{- if .Values.operator.watchNamespace }}
   namespace: {{ .Values.operator.watchNamespace }}
   {{- end }}
@@ -74,16 +87,16 @@ metadata:
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: {{ $kind }}
-  name: {{ $name }}
+  name: {{ $roleName }}
 subjects:
   - kind: ServiceAccount
-    name: {{ $name }}
+    name: {{ $account }}
     namespace: {{ .Release.Namespace }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata:
-  name: {{ $name }}-leader-election
+  name: {{ $prefix }}-role
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
@@ -93,23 +106,49 @@ rules:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata:
-  name: {{ $name }}-leader-election
+  name: {{ $prefix }}-role-rolebinding
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: Role
-  name: {{ $name }}-leader-election
+  name: {{ $prefix }}-role
 subjects:
   - kind: ServiceAccount
-    name: {{ $name }}
+    name: {{ $account }}
+    namespace: {{ .Release.Namespace }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ .Release.Name }}-metrics-reader
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+rules:
+  {{- include "operator.metricsReaderRules" . | nindent 2 }}
+---
+# Upstream's binding of the operator to `system:auth-delegator` (TokenReview and
+# SubjectAccessReview for `operator.metrics.auth`); kept so an upgrade keeps the same objects.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ .Release.Name }}-auth-delegator
+  labels:
+    {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+  - kind: ServiceAccount
+    name: {{ $account }}
     namespace: {{ .Release.Namespace }}
 ---
 apiVersion: v1
 kind: Service
 metadata:
-  name: {{ $name }}-metrics
+  name: {{ $name }}-metrics-service
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
@@ -120,7 +159,7 @@ spec:
     {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
   ports:
     - name: metrics
-      port: {{ .Values.operator.metricsPort }}
+      port: {{ $metricsPort }}
       targetPort: metrics
       protocol: TCP
 ---
@@ -145,7 +184,7 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
     spec:
-      serviceAccountName: {{ $name }}
+      serviceAccountName: {{ $account }}
       {{- with .Values.operator.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
@@ -155,7 +194,7 @@ spec:
       # The operator stops its controllers and releases the Lease at once on SIGTERM.
       terminationGracePeriodSeconds: 10
       containers:
-        - name: operator
+        - name: {{ include "keda-http-add-on.name" (merge (dict "kind" "container") $ctx) }}
           image: {{ include "keda-http-add-on.image" $ctx | quote }}
           imagePullPolicy: {{ .Values.operator.pullPolicy }}
           env:
@@ -170,7 +209,7 @@ spec:
             - name: KEDA_HTTP_OPERATOR_HEALTH_ADDRESS
               value: {{ printf "0.0.0.0:%v" .Values.operator.healthPort | quote }}
             - name: KEDA_HTTP_OPERATOR_METRICS_ADDRESS
-              value: {{ printf "0.0.0.0:%v" .Values.operator.metricsPort | quote }}
+              value: {{ printf "0.0.0.0:%v" $metricsPort | quote }}
             - name: KEDA_HTTP_OPERATOR_LEADER_ELECTION
               value: {{ .Values.operator.leaderElection | quote }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
@@ -179,7 +218,7 @@ spec:
               containerPort: {{ .Values.operator.healthPort }}
               protocol: TCP
             - name: metrics
-              containerPort: {{ .Values.operator.metricsPort }}
+              containerPort: {{ $metricsPort }}
               protocol: TCP
           livenessProbe:
             httpGet:

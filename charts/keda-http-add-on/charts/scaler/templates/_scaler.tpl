@@ -22,7 +22,9 @@ Cluster-wide RBAC rules: the scaler lists and watches every HTTPScaledObject and
 
 {{- define "scaler.manifests" -}}
 {{- $ctx := dict "root" . "component" "scaler" -}}
-{{- $name := include "keda-http-add-on.componentName" $ctx -}}
+{{- $name := include "keda-http-add-on.name" (merge (dict "kind" "deployment") $ctx) -}}
+{{- $roleName := include "keda-http-add-on.name" (merge (dict "kind" "clusterRole") $ctx) -}}
+{{- $metricsPort := .Values.scaler.metricsPort | default .Values.scaler.metrics.prometheus.port -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -34,7 +36,7 @@ metadata:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
-  name: {{ $name }}
+  name: {{ $roleName }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 rules:
@@ -43,13 +45,13 @@ rules:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
-  name: {{ $name }}
+  name: {{ $roleName }}
   labels:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: ClusterRole
-  name: {{ $name }}
+  name: {{ $roleName }}
 subjects:
   - kind: ServiceAccount
     name: {{ $name }}
@@ -98,6 +100,10 @@ spec:
       targetPort: grpc
       protocol: TCP
       appProtocol: grpc
+    - name: metrics
+      port: {{ $metricsPort }}
+      targetPort: metrics
+      protocol: TCP
 ---
 apiVersion: v1
 kind: Service
@@ -113,7 +119,7 @@ spec:
     {{- include "keda-http-add-on.selectorLabels" $ctx | nindent 4 }}
   ports:
     - name: metrics
-      port: {{ .Values.scaler.metricsPort }}
+      port: {{ $metricsPort }}
       targetPort: metrics
       protocol: TCP
 ---
@@ -147,20 +153,20 @@ spec:
         {{- include "keda-http-add-on.podSecurityContext" $ctx | nindent 8 }}
       terminationGracePeriodSeconds: 10
       containers:
-        - name: scaler
+        - name: {{ include "keda-http-add-on.name" (merge (dict "kind" "container") $ctx) }}
           image: {{ include "keda-http-add-on.image" $ctx | quote }}
           imagePullPolicy: {{ .Values.scaler.pullPolicy }}
           env:
             - name: KEDA_HTTP_SCALER_PORT
               value: {{ .Values.scaler.grpcPort | quote }}
             - name: OTEL_PROM_EXPORTER_PORT
-              value: {{ .Values.scaler.metricsPort | quote }}
+              value: {{ $metricsPort | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE
               value: {{ .Release.Namespace | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE
               value: {{ include "keda-http-add-on.interceptorAdminService" . | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT
-              value: {{ include "keda-http-add-on.componentName" (dict "root" . "component" "interceptor") | quote }}
+              value: {{ include "keda-http-add-on.name" (dict "root" . "component" "interceptor" "kind" "deployment") | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_PORT
               value: {{ .Values.interceptor.admin.port | quote }}
             - name: KEDA_HTTP_QUEUE_TICK_DURATION
@@ -173,7 +179,7 @@ spec:
               containerPort: {{ .Values.scaler.grpcPort }}
               protocol: TCP
             - name: metrics
-              containerPort: {{ .Values.scaler.metricsPort }}
+              containerPort: {{ $metricsPort }}
               protocol: TCP
           # gRPC health services of the scaler: `liveness` while the process serves,
           # `readiness` while interceptor counts are fresh.
