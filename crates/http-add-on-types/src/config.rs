@@ -33,7 +33,13 @@ pub enum ConfigError {
 pub trait EnvSource {
     /// The value of `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
+    /// The names of every set variable (to find unknown ones).
+    fn names(&self) -> Vec<String>;
 }
+
+/// Prefixes of the add-on's own variables; a set variable with one of them that no component
+/// reads is reported by [`Env::warn_unknown`].
+pub const ADDON_PREFIXES: [&str; 2] = ["KEDA_HTTP_", "KEDAHTTP_"];
 
 /// The process environment.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,17 +49,31 @@ impl EnvSource for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect()
+    }
 }
 
 impl EnvSource for BTreeMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
     }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
 }
 
 impl EnvSource for BTreeMap<&str, &str> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).map(|v| (*v).to_owned())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().map(|k| (*k).to_owned()).collect()
     }
 }
 
@@ -145,6 +165,76 @@ impl<S: EnvSource> Env<S> {
         Ok(default)
     }
 
+    /// The set variables with an add-on prefix ([`ADDON_PREFIXES`]) that are not in `known`,
+    /// sorted.
+    pub fn unknown(&self, known: &[&str]) -> Vec<String> {
+        let mut unknown: Vec<String> = self
+            .source
+            .names()
+            .into_iter()
+            .filter(|n| ADDON_PREFIXES.iter().any(|p| n.starts_with(p)))
+            .filter(|n| !known.contains(&n.as_str()))
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    }
+
+    /// Logs one warning per set add-on variable that is not in `known`, naming it; returns
+    /// them.
+    pub fn warn_unknown(&self, known: &[&str]) -> Vec<String> {
+        let unknown = self.unknown(known);
+        for name in &unknown {
+            tracing::warn!(variable = %name, "unknown environment variable, ignored");
+        }
+        unknown
+    }
+
+    /// `deprecated` when set (it wins, as upstream), else `current`, both non-empty strings.
+    /// Using the deprecated name logs a warning.
+    pub fn string_deprecated(&self, current: &str, deprecated: &str) -> Option<String> {
+        match self.string(deprecated) {
+            Some(v) => {
+                deprecation_warning(deprecated, current);
+                Some(v)
+            }
+            None => self.string(current),
+        }
+    }
+
+    /// `deprecated` parsed when set (it wins, as upstream), else `current`, else `default`.
+    pub fn parse_deprecated<T>(
+        &self,
+        current: &str,
+        deprecated: &str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        if self.string(deprecated).is_some() {
+            deprecation_warning(deprecated, current);
+            return self.parse(deprecated, default);
+        }
+        self.parse(current, default)
+    }
+
+    /// A duration from `deprecated` when set (it wins, as upstream), else `current`, else
+    /// `default`.
+    pub fn duration_deprecated(
+        &self,
+        current: &str,
+        deprecated: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        if let Some(d) = self.duration_opt(deprecated)? {
+            deprecation_warning(deprecated, current);
+            return Ok(d);
+        }
+        self.duration(current, default)
+    }
+
     /// A boolean in Go's `strconv.ParseBool` syntax (`1`, `t`, `true`, `0`, `f`, `false`, any
     /// case), or `default` when unset.
     pub fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
@@ -161,6 +251,14 @@ impl<S: EnvSource> Env<S> {
             },
         }
     }
+}
+
+fn deprecation_warning(deprecated: &str, current: &str) {
+    tracing::warn!(
+        variable = deprecated,
+        replacement = current,
+        "deprecated environment variable (it takes precedence while set)"
+    );
 }
 
 #[cfg(test)]
@@ -221,6 +319,50 @@ mod tests {
         assert_eq!(
             e.duration_any(&["X", "Y"], Duration::from_secs(1)),
             Ok(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn deprecated_names_win_when_set() {
+        let e = env(&[("OLD", "5s"), ("NEW", "7s"), ("OLDP", "1"), ("NEWP", "2")]);
+        assert_eq!(
+            e.duration_deprecated("NEW", "OLD", Duration::ZERO),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(e.parse_deprecated("NEWP", "OLDP", 0u16), Ok(1));
+        assert_eq!(e.string_deprecated("NEWP", "OLDP").as_deref(), Some("1"));
+        let e = env(&[("NEW", "7s"), ("NEWP", "2")]);
+        assert_eq!(
+            e.duration_deprecated("NEW", "OLD", Duration::ZERO),
+            Ok(Duration::from_secs(7))
+        );
+        assert_eq!(e.parse_deprecated("NEWP", "OLDP", 0u16), Ok(2));
+        assert_eq!(
+            e.duration_deprecated("X", "Y", Duration::from_secs(1)),
+            Ok(Duration::from_secs(1))
+        );
+        let err = env(&[("OLD", "soon")])
+            .duration_deprecated("NEW", "OLD", Duration::ZERO)
+            .unwrap_err();
+        assert!(err.to_string().contains("OLD"), "{err}");
+    }
+
+    #[test]
+    fn unknown_addon_variables_are_named() {
+        let e = env(&[
+            ("KEDA_HTTP_KNOWN", "1"),
+            ("KEDA_HTTP_TYPO", "1"),
+            ("KEDAHTTP_OLD", "1"),
+            ("KEDA_OTHER", "1"),
+            ("PATH", "/bin"),
+        ]);
+        assert_eq!(
+            e.unknown(&["KEDA_HTTP_KNOWN"]),
+            ["KEDAHTTP_OLD", "KEDA_HTTP_TYPO"]
+        );
+        assert_eq!(
+            e.warn_unknown(&["KEDA_HTTP_KNOWN", "KEDA_HTTP_TYPO", "KEDAHTTP_OLD"]),
+            Vec::<String>::new()
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Shared types of the KEDA HTTP Add-on: CRDs, route table, queue counts and generated gRPC code.
 
+pub mod compat;
 pub mod config;
 pub mod crd;
 pub mod duration;
