@@ -666,3 +666,33 @@ async fn http2_host_must_be_single_and_agree_with_the_authority() {
     );
     assert_eq!(bed.backend.requests(), ["GET /ok", "GET /ok"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_streamed_body_on_the_general_path_is_a_400() {
+    let bed = Bed::start().await;
+    for listener in LISTENERS {
+        // Too large to be read whole first: the general path streams it, so its head is
+        // forwarded before the bad chunk arrives; the client still gets a 400, not a 502.
+        let mut stream = bed.connect(listener).await;
+        let mut first =
+            b"POST /big HTTP/1.1\r\nHost: s.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        first.extend_from_slice(format!("{:x}\r\n", 70_000).as_bytes());
+        first.extend_from_slice(&[b'x'; 70_000]);
+        stream.write_all(&first).await.unwrap();
+        common::eventually("the head reaches the backend", || async {
+            bed.backend.received().contains("POST /big").then_some(())
+        })
+        .await;
+        stream.write_all(b"\r\nzz\r\n").await.unwrap();
+        let mut reader = Reader::default();
+        let response = reader.next(&mut stream).await.expect("a response");
+        assert_eq!(response.status, 400, "{listener:?}: {response:?}");
+        assert!(
+            response.text().starts_with("malformed request body"),
+            "{listener:?}: {}",
+            response.text()
+        );
+        bed.backend.received.lock().unwrap().clear();
+    }
+    bed.settled().await;
+}
