@@ -21,6 +21,44 @@ pub const ENV_QUEUE_TICK: &str = "KEDA_HTTP_QUEUE_TICK_DURATION";
 pub const ENV_STREAM_INTERVAL_MS: &str = "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS";
 /// Port of the Prometheus `/metrics` endpoint.
 pub const ENV_METRICS_PORT: &str = "OTEL_PROM_EXPORTER_PORT";
+/// Whether the Prometheus `/metrics` endpoint is served (default `true`).
+pub const ENV_METRICS_ENABLED: &str = "OTEL_PROM_EXPORTER_ENABLED";
+/// Upstream's ConfigMap informer resync period (`60m`); accepted and validated, see
+/// [`Config::informer_resync`].
+pub const ENV_INFORMER_RESYNC: &str = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD";
+/// OTLP metrics export (default `false`); not implemented: enabling it logs a warning.
+pub const ENV_OTLP_METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENABLED";
+/// OTLP trace export (default `false`); not implemented: enabling it logs a warning.
+pub const ENV_OTLP_TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENABLED";
+/// OTLP trace protocol (`console`, `http/protobuf` or `grpc`; default `console`).
+pub const ENV_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+/// Go's pprof listener address (default empty = off); there is no pprof in Rust, so setting
+/// it logs a warning.
+pub const ENV_PROFILING_BIND_ADDRESS: &str = "PROFILING_BIND_ADDRESS";
+
+/// Every variable the scaler reads; other `KEDA_HTTP_*` variables get a warning.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    ENV_PORT,
+    ENV_ADMIN_NAMESPACE,
+    ENV_ADMIN_SERVICE,
+    ENV_ADMIN_DEPLOYMENT,
+    ENV_ADMIN_PORT,
+    ENV_QUEUE_TICK,
+    ENV_STREAM_INTERVAL_MS,
+    ENV_METRICS_PORT,
+    ENV_METRICS_ENABLED,
+    ENV_INFORMER_RESYNC,
+    ENV_OTLP_METRICS,
+    ENV_OTLP_TRACES,
+    ENV_OTLP_TRACES_PROTOCOL,
+    ENV_PROFILING_BIND_ADDRESS,
+];
+
+/// The OTLP trace protocols upstream accepts.
+const OTLP_PROTOCOLS: [&str; 3] = ["console", "http/protobuf", "grpc"];
+
+/// Upstream's default informer resync period.
+pub const DEFAULT_INFORMER_RESYNC: Duration = Duration::from_secs(60 * 60);
 
 /// Everything the scaler needs to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,13 +67,15 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_listen: SocketAddr,
+    /// Serve `/metrics` at all (`OTEL_PROM_EXPORTER_ENABLED`).
+    pub metrics_enabled: bool,
     /// Namespace of the interceptors' admin Service.
     pub admin_namespace: String,
     /// Name of the interceptors' admin Service (EndpointSlices labelled
     /// `kubernetes.io/service-name=<this>`).
     pub admin_service: String,
-    /// Name of the interceptors' Deployment (logged only).
-    pub admin_deployment: Option<String>,
+    /// Name of the interceptors' Deployment (required, as upstream; logged only).
+    pub admin_deployment: String,
     /// Admin port used when an EndpointSlice does not say which port to use.
     pub admin_port: u16,
     /// Polling interval for interceptors without the push stream.
@@ -45,6 +85,58 @@ pub struct Config {
     /// `StreamIsActive` answers the moment activity changes (default). `false` answers only
     /// every `stream_interval`, as upstream does: the baseline of `cargo xtask bench activation`.
     pub push_activation: bool,
+    /// Upstream's informer resync period. Our watches are event-driven and re-list by
+    /// themselves after a broken watch, so it changes nothing; it is validated so a value
+    /// that upstream rejects is rejected here too.
+    pub informer_resync: Duration,
+    /// The OTLP exporter settings upstream reads (metrics, traces, trace protocol); not
+    /// implemented here, enabling either logs a warning at start.
+    pub otlp: OtlpSettings,
+    /// Go's pprof address; no effect here beyond a warning when set.
+    pub profiling_bind_address: Option<String>,
+}
+
+/// Upstream's OpenTelemetry exporter switches, read for compatibility.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENABLED`.
+    pub metrics: bool,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENABLED`.
+    pub traces: bool,
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`.
+    pub traces_protocol: String,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            metrics: false,
+            traces: false,
+            traces_protocol: "console".to_owned(),
+        }
+    }
+}
+
+impl OtlpSettings {
+    /// Reads the three variables; an unknown protocol is an error naming the variable.
+    pub fn from_env<S: EnvSource>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let traces_protocol = env
+            .string(ENV_OTLP_TRACES_PROTOCOL)
+            .unwrap_or(d.traces_protocol);
+        if !OTLP_PROTOCOLS.contains(&traces_protocol.as_str()) {
+            return Err(invalid(
+                ENV_OTLP_TRACES_PROTOCOL,
+                &traces_protocol,
+                "must be console, http/protobuf or grpc",
+            ));
+        }
+        Ok(Self {
+            metrics: env.bool(ENV_OTLP_METRICS, d.metrics)?,
+            traces: env.bool(ENV_OTLP_TRACES, d.traces)?,
+            traces_protocol,
+        })
+    }
 }
 
 impl Config {
@@ -54,13 +146,17 @@ impl Config {
         Self {
             grpc_listen: loopback,
             metrics_listen: loopback,
+            metrics_enabled: true,
             admin_namespace: admin_namespace.to_owned(),
             admin_service: admin_service.to_owned(),
-            admin_deployment: None,
+            admin_deployment: "keda-add-ons-http-interceptor".to_owned(),
             admin_port: 9090,
             queue_tick: Duration::from_millis(500),
             stream_interval: Duration::from_millis(200),
             push_activation: true,
+            informer_resync: DEFAULT_INFORMER_RESYNC,
+            otlp: OtlpSettings::default(),
+            profiling_bind_address: None,
         }
     }
 
@@ -79,17 +175,47 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        let admin_namespace = env.required(ENV_ADMIN_NAMESPACE)?;
+        let admin_service = env.required(ENV_ADMIN_SERVICE)?;
+        let admin_deployment = env.required(ENV_ADMIN_DEPLOYMENT)?;
+        let admin_port = env.required(ENV_ADMIN_PORT)?;
+        let admin_port = admin_port.parse().map_err(|e: std::num::ParseIntError| {
+            invalid(ENV_ADMIN_PORT, &admin_port, &e.to_string())
+        })?;
         Ok(Self {
-            grpc_listen: any(env.parse(ENV_PORT, 9090)?),
+            grpc_listen: any(env.parse(ENV_PORT, 8080)?),
             metrics_listen: any(env.parse(ENV_METRICS_PORT, 2223)?),
-            admin_namespace: env.required(ENV_ADMIN_NAMESPACE)?,
-            admin_service: env.required(ENV_ADMIN_SERVICE)?,
-            admin_deployment: env.string(ENV_ADMIN_DEPLOYMENT),
-            admin_port: env.parse(ENV_ADMIN_PORT, 9090)?,
+            metrics_enabled: env.bool(ENV_METRICS_ENABLED, true)?,
+            admin_namespace,
+            admin_service,
+            admin_deployment,
+            admin_port,
             queue_tick,
             stream_interval: Duration::from_millis(stream_ms),
             push_activation: true,
+            informer_resync: env.duration(ENV_INFORMER_RESYNC, DEFAULT_INFORMER_RESYNC)?,
+            otlp: OtlpSettings::from_env(env)?,
+            profiling_bind_address: env.string(ENV_PROFILING_BIND_ADDRESS),
         })
+    }
+
+    /// Logs a warning for each upstream setting that has no effect here (OTLP export, pprof).
+    pub fn warn_unsupported(&self) {
+        if self.otlp.metrics {
+            tracing::warn!(
+                variable = ENV_OTLP_METRICS,
+                "OTLP metrics export is not supported; use the Prometheus endpoint"
+            );
+        }
+        if self.otlp.traces {
+            tracing::warn!(
+                variable = ENV_OTLP_TRACES,
+                "OTLP trace export is not supported"
+            );
+        }
+        if let Some(addr) = &self.profiling_bind_address {
+            tracing::warn!(variable = ENV_PROFILING_BIND_ADDRESS, %addr, "Go pprof profiling does not exist in this build; ignored");
+        }
     }
 
     /// How long without interceptor data before the scaler reports not ready: twice the tick.
@@ -121,9 +247,13 @@ mod tests {
         let c = Config::from_env(&env(&[
             (ENV_ADMIN_NAMESPACE, "keda"),
             (ENV_ADMIN_SERVICE, "interceptor-admin"),
+            (ENV_ADMIN_DEPLOYMENT, "interceptor"),
+            (ENV_ADMIN_PORT, "9090"),
         ]))
         .unwrap();
-        assert_eq!(c.grpc_listen.port(), 9090);
+        assert_eq!(c.grpc_listen.port(), 8080);
+        assert!(c.metrics_enabled);
+        assert_eq!(c.informer_resync, Duration::from_secs(3600));
         assert_eq!(c.metrics_listen.port(), 2223);
         assert_eq!(c.admin_port, 9090);
         assert_eq!(c.queue_tick, Duration::from_millis(500));
@@ -146,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.grpc_listen.port(), 8091);
         assert_eq!(c.metrics_listen.port(), 9999);
-        assert_eq!(c.admin_deployment.as_deref(), Some("interceptor"));
+        assert_eq!(c.admin_deployment, "interceptor");
         assert_eq!(c.admin_port, 9091);
         assert_eq!(c.queue_tick, Duration::from_secs(1));
         assert_eq!(c.stream_interval, Duration::from_millis(50));
@@ -154,7 +284,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let base = [(ENV_ADMIN_NAMESPACE, "k"), (ENV_ADMIN_SERVICE, "s")];
+        let base = [
+            (ENV_ADMIN_NAMESPACE, "k"),
+            (ENV_ADMIN_SERVICE, "s"),
+            (ENV_ADMIN_DEPLOYMENT, "d"),
+            (ENV_ADMIN_PORT, "9090"),
+        ];
         for (name, value) in [
             (ENV_PORT, "x"),
             (ENV_ADMIN_PORT, "70000"),
@@ -162,6 +297,11 @@ mod tests {
             (ENV_QUEUE_TICK, "0s"),
             (ENV_STREAM_INTERVAL_MS, "0"),
             (ENV_METRICS_PORT, "-1"),
+            (ENV_ADMIN_PORT, "admin"),
+            (ENV_METRICS_ENABLED, "yes"),
+            (ENV_INFORMER_RESYNC, "hourly"),
+            (ENV_OTLP_TRACES_PROTOCOL, "zipkin"),
+            (ENV_OTLP_METRICS, "on"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((name, value));

@@ -62,7 +62,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A running scaler; dropping it without [`RunningScaler::shutdown`] aborts its tasks.
 pub struct RunningScaler {
     grpc_addr: SocketAddr,
-    metrics_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     counts: Arc<Counts>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<Result<()>>>,
@@ -76,7 +76,17 @@ impl RunningScaler {
     }
 
     /// Address of the `/metrics` endpoint.
+    ///
+    /// # Panics
+    /// When the endpoint is off (`OTEL_PROM_EXPORTER_ENABLED=false`); see
+    /// [`RunningScaler::metrics_endpoint`].
     pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("the metrics endpoint is off (OTEL_PROM_EXPORTER_ENABLED=false)")
+    }
+
+    /// Address of the `/metrics` endpoint, `None` when it is off.
+    pub fn metrics_endpoint(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 
@@ -156,12 +166,18 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 /// Binds the listeners and starts every part of the scaler on `client`.
 pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler> {
     let grpc_listener = bind("the gRPC server", config.grpc_listen).await?;
-    let metrics_listener = bind("the metrics endpoint", config.metrics_listen).await?;
+    let metrics_listener = if config.metrics_enabled {
+        Some(bind("the metrics endpoint", config.metrics_listen).await?)
+    } else {
+        None
+    };
     let grpc_addr = local_addr(&grpc_listener, config.grpc_listen);
-    let metrics_addr = local_addr(&metrics_listener, config.metrics_listen);
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| local_addr(l, config.metrics_listen));
     tracing::info!(
         %grpc_addr,
-        %metrics_addr,
+        ?metrics_addr,
         admin_namespace = %config.admin_namespace,
         admin_service = %config.admin_service,
         admin_deployment = ?config.admin_deployment,
@@ -195,10 +211,9 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
         metrics.clone(),
         PRUNE_INTERVAL,
     )));
-    tasks.push(tokio::spawn(metrics::serve(
-        metrics_listener,
-        metrics.clone(),
-    )));
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
