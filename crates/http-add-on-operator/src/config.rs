@@ -10,7 +10,13 @@ use http_add_on_types::config::{ConfigError, Env, EnvSource};
 pub const ENV_EXTERNAL_SCALER_SERVICE: &str = "KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE";
 /// Port of the external scaler's Service (default 8091).
 pub const ENV_EXTERNAL_SCALER_PORT: &str = "KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_PORT";
-/// Namespace the operator (and the scaler) runs in (default `keda`).
+/// Deprecated name of [`ENV_EXTERNAL_SCALER_SERVICE`]; wins when set, as upstream.
+pub const ENV_DEPRECATED_EXTERNAL_SCALER_SERVICE: &str =
+    "KEDAHTTP_OPERATOR_EXTERNAL_SCALER_SERVICE";
+/// Deprecated name of [`ENV_EXTERNAL_SCALER_PORT`]; wins when set, as upstream.
+pub const ENV_DEPRECATED_EXTERNAL_SCALER_PORT: &str = "KEDAHTTP_OPERATOR_EXTERNAL_SCALER_PORT";
+/// Namespace the operator (and the scaler) runs in; unset (upstream's default) = the pod's own
+/// namespace from its service account, else `keda`.
 pub const ENV_NAMESPACE: &str = "KEDA_HTTP_OPERATOR_NAMESPACE";
 /// Namespace to watch; empty or unset watches all namespaces.
 pub const ENV_WATCH_NAMESPACE: &str = "KEDA_HTTP_OPERATOR_WATCH_NAMESPACE";
@@ -20,12 +26,31 @@ pub const ENV_HEALTH_ADDRESS: &str = "KEDA_HTTP_OPERATOR_HEALTH_ADDRESS";
 pub const ENV_METRICS_ADDRESS: &str = "KEDA_HTTP_OPERATOR_METRICS_ADDRESS";
 /// Whether to elect a leader before reconciling (default `true`).
 pub const ENV_LEADER_ELECTION: &str = "KEDA_HTTP_OPERATOR_LEADER_ELECTION";
-/// How long a lease is valid without renewal (default `15s`).
-pub const ENV_LEASE_DURATION: &str = "KEDA_HTTP_OPERATOR_LEASE_DURATION";
-/// How long the leader keeps leading while renewals fail (default `10s`).
-pub const ENV_LEASE_RENEW_DEADLINE: &str = "KEDA_HTTP_OPERATOR_LEASE_RENEW_DEADLINE";
-/// Interval between acquisition and renewal attempts (default `5s`).
-pub const ENV_LEASE_RETRY_PERIOD: &str = "KEDA_HTTP_OPERATOR_LEASE_RETRY_PERIOD";
+/// How long a lease is valid without renewal (unset = `15s`, controller-runtime's default).
+pub const ENV_LEASE_DURATION: &str = "KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION";
+/// How long the leader keeps leading while renewals fail (unset = `10s`).
+pub const ENV_LEASE_RENEW_DEADLINE: &str = "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE";
+/// Interval between acquisition and renewal attempts (unset = `2s`).
+pub const ENV_LEASE_RETRY_PERIOD: &str = "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RETRY_PERIOD";
+
+/// Every `KEDA_HTTP_*`/`KEDAHTTP_*` variable the operator reads; others get a warning.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    ENV_EXTERNAL_SCALER_SERVICE,
+    ENV_EXTERNAL_SCALER_PORT,
+    ENV_DEPRECATED_EXTERNAL_SCALER_SERVICE,
+    ENV_DEPRECATED_EXTERNAL_SCALER_PORT,
+    ENV_NAMESPACE,
+    ENV_WATCH_NAMESPACE,
+    ENV_HEALTH_ADDRESS,
+    ENV_METRICS_ADDRESS,
+    ENV_LEADER_ELECTION,
+    ENV_LEASE_DURATION,
+    ENV_LEASE_RENEW_DEADLINE,
+    ENV_LEASE_RETRY_PERIOD,
+];
+
+/// Where Kubernetes mounts the pod's namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 /// Pod name, used as the leader identity (falls back to the hostname).
 pub const ENV_POD_NAME: &str = "POD_NAME";
 
@@ -67,14 +92,14 @@ pub struct LeaderElectionConfig {
 }
 
 impl LeaderElectionConfig {
-    /// Upstream-like defaults (15s lease, 10s renew deadline, 5s retry) for `identity`.
+    /// controller-runtime's defaults (15s lease, 10s renew deadline, 2s retry) for `identity`.
     pub fn new(identity: impl Into<String>) -> Self {
         Self {
             lease_name: LEASE_NAME.to_owned(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(5),
+            retry_period: Duration::from_secs(2),
         }
     }
 }
@@ -96,7 +121,15 @@ impl Config {
 
     /// Reads the configuration; every error names the variable.
     pub fn from_env<S: EnvSource>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let defaults = Self::new(env.required(ENV_EXTERNAL_SCALER_SERVICE)?);
+        let service = env
+            .string_deprecated(
+                ENV_EXTERNAL_SCALER_SERVICE,
+                ENV_DEPRECATED_EXTERNAL_SCALER_SERVICE,
+            )
+            .ok_or_else(|| ConfigError::Missing {
+                name: ENV_EXTERNAL_SCALER_SERVICE.to_owned(),
+            })?;
+        let defaults = Self::new(service);
         let leader_election = if env.bool(ENV_LEADER_ELECTION, true)? {
             let identity = env
                 .string(ENV_POD_NAME)
@@ -141,10 +174,14 @@ impl Config {
             None
         };
         Ok(Self {
-            external_scaler_port: env
-                .parse(ENV_EXTERNAL_SCALER_PORT, defaults.external_scaler_port)?,
+            external_scaler_port: env.parse_deprecated(
+                ENV_EXTERNAL_SCALER_PORT,
+                ENV_DEPRECATED_EXTERNAL_SCALER_PORT,
+                defaults.external_scaler_port,
+            )?,
             namespace: env
                 .string(ENV_NAMESPACE)
+                .or_else(own_namespace)
                 .unwrap_or(defaults.namespace.clone()),
             watch_namespace: env.string(ENV_WATCH_NAMESPACE),
             health_address: env.parse(ENV_HEALTH_ADDRESS, defaults.health_address)?,
@@ -161,6 +198,14 @@ impl Config {
             self.external_scaler_service, self.namespace, self.external_scaler_port
         )
     }
+}
+
+/// The pod's namespace from its service account mount, outside a cluster `None`.
+fn own_namespace() -> Option<String> {
+    std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 fn invalid(name: &str, value: &Duration, reason: &str) -> ConfigError {
@@ -220,7 +265,7 @@ mod tests {
         assert_eq!(le.identity.len(), "op-0_".len() + 8);
         assert_eq!(le.lease_duration, Duration::from_secs(15));
         assert_eq!(le.renew_deadline, Duration::from_secs(10));
-        assert_eq!(le.retry_period, Duration::from_secs(5));
+        assert_eq!(le.retry_period, Duration::from_secs(2));
     }
 
     #[test]
@@ -240,6 +285,31 @@ mod tests {
         assert_eq!(c.health_address.port(), 1);
         assert_eq!(c.metrics_address.port(), 2);
         assert!(c.leader_election.is_none());
+    }
+
+    #[test]
+    fn deprecated_scaler_names_win_when_set() {
+        let c = Config::from_env(&env(&[
+            (ENV_EXTERNAL_SCALER_SERVICE, "new"),
+            (ENV_DEPRECATED_EXTERNAL_SCALER_SERVICE, "old"),
+            (ENV_EXTERNAL_SCALER_PORT, "1"),
+            (ENV_DEPRECATED_EXTERNAL_SCALER_PORT, "2"),
+            (ENV_NAMESPACE, "ns"),
+        ]))
+        .unwrap();
+        assert_eq!(c.scaler_address(), "old.ns:2");
+        let c = Config::from_env(&env(&[(ENV_DEPRECATED_EXTERNAL_SCALER_SERVICE, "old")])).unwrap();
+        assert_eq!(c.external_scaler_service, "old");
+        let err = Config::from_env(&env(&[
+            (ENV_EXTERNAL_SCALER_SERVICE, "s"),
+            (ENV_DEPRECATED_EXTERNAL_SCALER_PORT, "x"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(ENV_DEPRECATED_EXTERNAL_SCALER_PORT),
+            "{err}"
+        );
     }
 
     #[test]

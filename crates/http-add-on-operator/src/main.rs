@@ -20,7 +20,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::from_env(&Env::process()).context("invalid operator configuration")?;
+    let env = Env::process();
+    let config = Config::from_env(&env).context("invalid operator configuration")?;
+    env.warn_unknown(http_add_on_operator::config::KNOWN_VARIABLES);
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster config or KUBECONFIG)")?;
