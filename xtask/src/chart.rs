@@ -5,6 +5,8 @@
 //!   value refused by the schema);
 //! - upstream compatibility against the facts in `compat/` (see [`compat`]): every upstream
 //!   value key, every upstream object, and a simulated upgrade from an upstream release;
+//! - every rendered object validates strictly against the official Kubernetes schemas of the
+//!   oldest and newest supported Kubernetes, ScaledObjects against KEDA's (see [`validate`]);
 //! - `values.yaml` validates against `values.schema.json` (a small JSON-schema subset validator
 //!   below; the schema may only use the keywords it knows, so nothing is silently skipped);
 //! - the CRDs in `files/crds/` are exactly the generated ones (`cargo xtask codegen --check`),
@@ -28,6 +30,7 @@ use crate::workspace_root;
 
 pub(crate) mod compat;
 pub(crate) mod helm;
+pub(crate) mod validate;
 
 /// The umbrella chart's directory.
 pub(crate) fn chart_dir() -> PathBuf {
@@ -56,8 +59,11 @@ pub(crate) fn check() -> anyhow::Result<()> {
     problems.extend(grace_period_problems(&values));
     problems.extend(env_problems(&templates, &workspace_root())?);
     let helm = helm::Helm::install().context("installing Helm for the chart check")?;
-    problems.extend(helm_problems(&helm, &dir)?);
-    problems.extend(compat::problems(&helm, &dir, &readme)?);
+    // Every rendered object, for the strict schema validation.
+    let mut rendered = Vec::new();
+    problems.extend(helm_problems(&helm, &dir, &mut rendered)?);
+    problems.extend(compat::problems(&helm, &dir, &readme, &mut rendered)?);
+    problems.extend(validate::problems(&dir, &rendered)?);
     if !problems.is_empty() {
         bail!(
             "the chart has {} problem(s):\n  - {}",
@@ -580,7 +586,11 @@ const RENDER_CASES: [&[&str]; 8] = [
 /// `helm lint --strict` must pass, `helm template` of [`RENDER_CASES`] must render named
 /// YAML documents, the deprecated TLS spellings must reach the container, and a bad value must
 /// be refused by the schema.
-fn helm_problems(helm: &helm::Helm, dir: &Path) -> anyhow::Result<Vec<String>> {
+fn helm_problems(
+    helm: &helm::Helm,
+    dir: &Path,
+    rendered: &mut Vec<(String, Value)>,
+) -> anyhow::Result<Vec<String>> {
     let mut ops = vec![serde_json::json!({"op": "lint", "strict": true})];
     ops.extend(
         RENDER_CASES
@@ -623,13 +633,14 @@ fn helm_problems(helm: &helm::Helm, dir: &Path) -> anyhow::Result<Vec<String>> {
                     .iter()
                     .any(|s| s.starts_with("interceptor.tls.cert_path="))
                 {
-                    let text = Value::Array(objects).to_string();
+                    let text = Value::Array(objects.clone()).to_string();
                     for want in ["/old/tls.crt", "/old/tls.key", "old-tls"] {
                         if !text.contains(want) {
                             problems.push(format!("{shown}: {want} is not rendered"));
                         }
                     }
                 }
+                rendered.extend(objects.into_iter().map(|o| (shown.clone(), o)));
             }
             Err(e) => problems.push(format!("{shown}: {e}")),
         }

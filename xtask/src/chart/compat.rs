@@ -296,6 +296,7 @@ fn value_problems(
     dir: &Path,
     rows: &[ValueRow],
     ignored: &BTreeSet<String>,
+    rendered: &mut Vec<(String, Value)>,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut ops = vec![helm::render_op(&upstream_defaults(rows), &[], false)];
@@ -316,15 +317,31 @@ fn value_problems(
         }
     }
     let mut answers = helm.run(dir, &ops)?.into_iter();
-    if let Some(Err(e)) = answers.next() {
-        problems.push(format!("upstream's default values do not render: {e}"));
+    match answers.next().map(|a| a.and_then(|a| helm::objects(&a))) {
+        Some(Ok(objects)) => rendered.extend(
+            objects
+                .into_iter()
+                .map(|o| ("upstream's default values".to_owned(), o)),
+        ),
+        Some(Err(e)) => problems.push(format!("upstream's default values do not render: {e}")),
+        None => {}
     }
     let answers: Vec<_> = answers.collect();
     for (pair, answer) in cases.chunks(2).zip(answers.chunks(2)) {
         let key = &pair[0].0;
         for ((_, value), answer) in pair.iter().zip(answer) {
-            if let Err(e) = answer {
-                problems.push(format!("upstream value `{key}` = {value} is refused: {e}"));
+            match answer
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(helm::objects)
+            {
+                Ok(objects) => {
+                    let label = format!("upstream value `{key}` = {value}");
+                    rendered.extend(objects.into_iter().map(|o| (label.clone(), o)));
+                }
+                Err(e) => {
+                    problems.push(format!("upstream value `{key}` = {value} is refused: {e}"))
+                }
             }
         }
         if let [Ok(default), Ok(other)] = answer {
@@ -452,7 +469,12 @@ pub(crate) fn upgrade_problems(old: &[ObjectRow], new: &[Value]) -> Vec<String> 
 }
 
 /// Runs tests 1 to 3 on the chart in `dir`.
-pub(crate) fn problems(helm: &Helm, dir: &Path, readme: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn problems(
+    helm: &Helm,
+    dir: &Path,
+    readme: &str,
+    rendered: &mut Vec<(String, Value)>,
+) -> anyhow::Result<Vec<String>> {
     let values = value_rows(&compat_dir().join("chart-values.tsv"))?;
     let objects = object_rows(&compat_dir().join("chart-objects.tsv"))?;
     let mut problems = Vec::new();
@@ -463,9 +485,9 @@ pub(crate) fn problems(helm: &Helm, dir: &Path, readme: &str) -> anyhow::Result<
             BTreeSet::new()
         }
     };
-    problems.extend(value_problems(helm, dir, &values, &ignored)?);
-    let rendered = helm.render(dir, &json!({}))?;
-    problems.extend(object_problems(&objects, &rendered));
+    problems.extend(value_problems(helm, dir, &values, &ignored, rendered)?);
+    let defaults = helm.render(dir, &json!({}))?;
+    problems.extend(object_problems(&objects, &defaults));
     let upgrade_op = helm::render_op(&upstream_defaults(&values), &[], true);
     match helm.run(dir, &[upgrade_op])?.remove(0) {
         Ok(answer) => match helm::objects(&answer) {
