@@ -63,7 +63,6 @@ app.kubernetes.io/part-of: keda-add-ons-http
 {{- define "keda-http-add-on.labels" -}}
 {{ include "keda-http-add-on.selectorLabels" . }}
 app.kubernetes.io/version: {{ .root.Values.images.tag | default .root.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- with .root.Values.additionalLabels }}
 {{ toYaml . }}

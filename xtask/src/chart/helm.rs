@@ -192,8 +192,12 @@ pub(crate) fn objects(answer: &Value) -> Result<Vec<Value>, String> {
         }
         let text = text.as_str().unwrap_or_default();
         for doc in separator.split(text) {
-            let object: Value = serde_yaml::from_str(doc)
+            // Through serde_yaml's own Value first: it refuses duplicate keys, as Kubernetes'
+            // YAML decoder does.
+            let yaml: serde_yaml::Value = serde_yaml::from_str(doc)
                 .map_err(|e| format!("{template} rendered invalid YAML: {e}"))?;
+            let object: Value = serde_json::to_value(yaml)
+                .map_err(|e| format!("{template} rendered YAML without a JSON form: {e}"))?;
             if object.is_null() {
                 continue;
             }
@@ -231,5 +235,7 @@ mod tests {
         assert!(objects(&nameless).unwrap_err().contains("metadata.name"));
         let broken = json!({"manifests": {"t.yaml": "a: [\n"}});
         assert!(objects(&broken).unwrap_err().contains("invalid YAML"));
+        let twice = json!({"manifests": {"t.yaml": "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n  name: b\n"}});
+        assert!(objects(&twice).unwrap_err().contains("invalid YAML"));
     }
 }
