@@ -126,6 +126,7 @@ impl Fetchers {
             connected.delivered = false;
             if let Err(error) = result {
                 self.metrics.fetch_errors.inc();
+                self.metrics.pinger_fetch_errors.inc();
                 tracing::debug!(interceptor = %pod, %error, "fetching counts failed");
             }
             // A session that delivered data was healthy: start the backoff over.
@@ -142,6 +143,8 @@ impl Fetchers {
         pod: PodId,
         connected: &mut Connected,
     ) -> Result<StreamOutcome, FetchError> {
+        let started = Instant::now();
+        let mut first_snapshot = true;
         let mut sender = connect(pod).await?;
         let response = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -178,6 +181,12 @@ impl Fetchers {
                 let update: QueueUpdate = serde_json::from_slice(line)?;
                 if update.snapshot {
                     connected.set(true);
+                    if first_snapshot {
+                        first_snapshot = false;
+                        self.metrics
+                            .pinger_fetch_duration
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                 }
                 self.counts.apply(pod, &update, Instant::now());
                 connected.delivered = true;
@@ -195,6 +204,7 @@ impl Fetchers {
         let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
         loop {
             interval.tick().await;
+            let started = Instant::now();
             let mut s = match sender.take() {
                 Some(s) if !s.is_closed() => s,
                 _ => connect(pod).await?,
@@ -202,6 +212,9 @@ impl Fetchers {
             let counts = tokio::time::timeout(REQUEST_TIMEOUT, fetch_queue(&mut s, pod))
                 .await
                 .map_err(|_| FetchError::Timeout("polling /queue"))??;
+            self.metrics
+                .pinger_fetch_duration
+                .observe(started.elapsed().as_secs_f64());
             let update = QueueUpdate {
                 snapshot: true,
                 counts,

@@ -212,7 +212,11 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
         PRUNE_INTERVAL,
     )));
     if let Some(listener) = metrics_listener {
-        tasks.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+        tasks.push(tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            counts.clone(),
+        )));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();

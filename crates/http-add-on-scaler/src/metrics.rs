@@ -13,8 +13,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::counts::{Counts, Reachability};
 
 /// Label set naming a route (`<namespace>/<name>`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,10 +26,34 @@ pub struct RouteLabels {
     pub route: String,
 }
 
-/// The scaler's instruments.
+/// Upstream's buckets of `scaler_pinger_fetch_duration_seconds`.
+pub const FETCH_DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+];
+
+/// `service_name` of the scaler's `target_info` series (upstream's).
+pub const SERVICE_NAME: &str = "keda-http-external-scaler";
+
+/// Label set of `target_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    service_name: String,
+}
+
+/// The scaler's instruments: upstream's `scaler_pinger_*` series and our `keda_http_scaler_*`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Duration of one fetch of an interceptor's counts (a `/queue` poll, or a stream's
+    /// connection up to its first snapshot) (`scaler_pinger_fetch_duration_seconds`).
+    pub pinger_fetch_duration: Histogram,
+    /// Failed fetches (`scaler_pinger_fetch_errors_total`).
+    pub pinger_fetch_errors: Counter,
+    /// Interceptor endpoints listed in the admin Service (`scaler_pinger_endpoints`).
+    pub pinger_endpoints: Gauge,
+    /// Listed interceptors with neither an open stream nor recent data
+    /// (`scaler_pinger_unreachable_pods`).
+    pub pinger_unreachable_pods: Gauge,
     /// Interceptors with an open stream or a successful last poll.
     pub connected_interceptors: Gauge,
     /// Stream (re)connection attempts after a failure or an ended stream.
@@ -48,7 +75,39 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every instrument registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("keda_http_scaler");
+        let mut root = Registry::default();
+        let pinger_fetch_duration = Histogram::new(FETCH_DURATION_BUCKETS);
+        let pinger_fetch_errors = Counter::default();
+        let pinger_endpoints = Gauge::default();
+        let pinger_unreachable_pods = Gauge::default();
+        root.register(
+            "scaler_pinger_fetch_duration_seconds",
+            "Duration of fetching counts from an interceptor",
+            pinger_fetch_duration.clone(),
+        );
+        root.register(
+            "scaler_pinger_fetch_errors",
+            "Failed fetches of counts from interceptors",
+            pinger_fetch_errors.clone(),
+        );
+        root.register(
+            "scaler_pinger_endpoints",
+            "Interceptor endpoints the scaler fetches counts from",
+            pinger_endpoints.clone(),
+        );
+        root.register(
+            "scaler_pinger_unreachable_pods",
+            "Listed interceptors that cannot be reached",
+            pinger_unreachable_pods.clone(),
+        );
+        let target = Family::<TargetLabels, Gauge>::default();
+        target
+            .get_or_create(&TargetLabels {
+                service_name: SERVICE_NAME.to_owned(),
+            })
+            .set(1);
+        root.register("target_info", "Target metadata", target);
+        let registry = root.sub_registry_with_prefix("keda_http_scaler");
         let connected_interceptors = Gauge::default();
         let stream_reconnects = Counter::default();
         let fetch_errors = Counter::default();
@@ -80,7 +139,11 @@ impl Metrics {
             route_rate.clone(),
         );
         Self {
-            registry,
+            registry: root,
+            pinger_fetch_duration,
+            pinger_fetch_errors,
+            pinger_endpoints,
+            pinger_unreachable_pods,
             connected_interceptors,
             stream_reconnects,
             fetch_errors,
@@ -109,6 +172,13 @@ impl Metrics {
         self.route_rate.remove(&labels);
     }
 
+    /// Sets `scaler_pinger_endpoints` and `scaler_pinger_unreachable_pods`.
+    pub fn observe_reachability(&self, reach: Reachability) {
+        self.pinger_endpoints.set(reach.listed as i64);
+        self.pinger_unreachable_pods
+            .set(reach.listed.saturating_sub(reach.reachable) as i64);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -118,8 +188,9 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `GET /metrics` on `listener` until the task is dropped; the pinger gauges are read
+/// from `counts` at each scrape.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, counts: Arc<Counts>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -128,11 +199,14 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
-        let metrics = metrics.clone();
+        let (metrics, counts) = (metrics.clone(), counts.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+                let (metrics, counts) = (metrics.clone(), counts.clone());
+                async move {
+                    metrics.observe_reachability(counts.reachability(std::time::Instant::now()));
+                    Ok::<_, Infallible>(respond(&req, &metrics))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -176,8 +250,21 @@ mod tests {
         m.stream_reconnects.inc();
         m.fetch_errors.inc_by(3);
         m.report("ns/app", 4.0, 1.5);
+        m.pinger_fetch_errors.inc();
+        m.pinger_fetch_duration.observe(0.07);
+        m.observe_reachability(Reachability {
+            listed: 3,
+            reachable: 2,
+            fresh_data: true,
+        });
         let text = m.encode();
         for line in [
+            "scaler_pinger_fetch_errors_total 1",
+            "scaler_pinger_fetch_duration_seconds_bucket{le=\"0.075\"} 1",
+            "scaler_pinger_fetch_duration_seconds_bucket{le=\"0.05\"} 0",
+            "scaler_pinger_endpoints 3",
+            "scaler_pinger_unreachable_pods 1",
+            "target_info{service_name=\"keda-http-external-scaler\"} 1",
             "keda_http_scaler_connected_interceptors 2",
             "keda_http_scaler_stream_reconnects_total 1",
             "keda_http_scaler_fetch_errors_total 3",

@@ -203,6 +203,158 @@ impl EnvCheck<'_> {
     }
 }
 
+/// One row of `compat/metrics.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    /// `interceptor` or `scaler`.
+    pub component: String,
+    /// The series name as scraped (counters with `_total`).
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// Label names (without `le`).
+    pub labels: Vec<String>,
+    /// Histogram bucket bounds (without `+Inf`).
+    pub buckets: Vec<f64>,
+}
+
+/// The rows of `tsv` (the text of `compat/metrics.tsv`) for `component`.
+pub fn metric_rows(tsv: &str, component: &str) -> Vec<MetricRow> {
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    tsv.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            (cols.first() == Some(&component)).then(|| MetricRow {
+                component: cols[0].to_owned(),
+                name: cols.get(1).copied().unwrap_or("").to_owned(),
+                kind: cols.get(2).copied().unwrap_or("").to_owned(),
+                labels: list(cols.get(3).copied().unwrap_or("")),
+                buckets: list(cols.get(4).copied().unwrap_or(""))
+                    .iter()
+                    .filter_map(|b| b.parse().ok())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// A sample line of a text exposition: name, labels (name, value) and value.
+fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>)> {
+    let (name, rest) = match line.find('{') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line.split_whitespace().next()?, ""),
+    };
+    let mut labels = Vec::new();
+    if !rest.is_empty() {
+        let mut chars = rest.chars();
+        loop {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            let key = key.trim_start_matches(',').trim().to_owned();
+            if key.is_empty() || key.starts_with('}') {
+                break;
+            }
+            if chars.next() != Some('"') {
+                return None;
+            }
+            let mut value = String::new();
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    _ => {
+                        escaped = false;
+                        value.push(c);
+                    }
+                }
+            }
+            labels.push((key, value));
+        }
+    }
+    Some((name.to_owned(), labels))
+}
+
+/// Every way `text` (a Prometheus or OpenMetrics exposition) differs from `rows`: a series
+/// missing, of another type, with other label names or other buckets.
+pub fn check_metrics(text: &str, rows: &[MetricRow]) -> Vec<String> {
+    let mut failures = Vec::new();
+    let samples: Vec<(String, Vec<(String, String)>)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(parse_sample)
+        .collect();
+    for row in rows {
+        let family = match row.kind.as_str() {
+            "counter" => row.name.strip_suffix("_total").unwrap_or(&row.name),
+            _ => &row.name,
+        };
+        let type_line = format!("# TYPE {family} {}", row.kind);
+        if !text.lines().any(|l| l.trim_end() == type_line) {
+            failures.push(format!("{}: no line {type_line:?}", row.name));
+            continue;
+        }
+        let names: Vec<String> = match row.kind.as_str() {
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{family}{s}"))
+                .collect(),
+            _ => vec![row.name.clone()],
+        };
+        let of_row: Vec<_> = samples.iter().filter(|(n, _)| names.contains(n)).collect();
+        if of_row.is_empty() {
+            failures.push(format!("{}: no samples", row.name));
+            continue;
+        }
+        let mut want: Vec<&str> = row.labels.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        for (name, labels) in &of_row {
+            let mut got: Vec<&str> = labels
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| *k != "le")
+                .collect();
+            got.sort_unstable();
+            if got != want {
+                failures.push(format!("{name}: labels {got:?}, upstream {want:?}"));
+                break;
+            }
+        }
+        if row.kind == "histogram" {
+            let bucket = format!("{family}_bucket");
+            let mut bounds: Vec<f64> = of_row
+                .iter()
+                .filter(|(n, _)| *n == bucket)
+                .flat_map(|(_, labels)| labels.iter())
+                .filter(|(k, _)| k == "le")
+                .filter_map(|(_, v)| v.parse::<f64>().ok())
+                .filter(|b| b.is_finite())
+                .collect();
+            bounds.sort_by(f64::total_cmp);
+            bounds.dedup();
+            let same = bounds.len() == row.buckets.len()
+                && bounds
+                    .iter()
+                    .zip(&row.buckets)
+                    .all(|(a, b)| (a - b).abs() < 1e-9);
+            if !same {
+                failures.push(format!(
+                    "{}: buckets {bounds:?}, upstream {:?}",
+                    row.name, row.buckets
+                ));
+            }
+        }
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +425,26 @@ mod tests {
         assert_eq!(failures("500ms", true), ["A_LEASE"]);
         assert_eq!(failures("1s", true), ["A_TICK", "A_LEASE"]);
         assert_eq!(failures("500ms", false), ["A_OLD_TICK", "A_LEASE"]);
+    }
+
+    #[test]
+    fn metrics_checked_for_type_labels_and_buckets() {
+        let tsv = "# source\ncomponent\tname\ttype\tlabels\tbuckets\n\
+            s\tx_total\tcounter\tcode,method\t\n\
+            s\th_seconds\thistogram\t\t0.1,1\n\
+            s\tg\tgauge\t\t\n";
+        let rows = metric_rows(tsv, "s");
+        assert_eq!(rows.len(), 3);
+        let good = "# TYPE x counter\nx_total{method=\"GET\",code=\"200\"} 1\n\
+            # TYPE h_seconds histogram\nh_seconds_bucket{le=\"0.1\"} 0\n\
+            h_seconds_bucket{le=\"1.0\"} 0\nh_seconds_bucket{le=\"+Inf\"} 0\n\
+            h_seconds_sum 0\nh_seconds_count 0\n# TYPE g gauge\ng 2\n";
+        assert_eq!(check_metrics(good, &rows), Vec::<String>::new());
+        let bad = good
+            .replace("method=\"GET\",", "")
+            .replace("le=\"0.1\"", "le=\"0.2\"")
+            .replace("# TYPE g gauge", "# TYPE g counter");
+        let failures = check_metrics(&bad, &rows);
+        assert_eq!(failures.len(), 3, "{failures:?}");
     }
 }
