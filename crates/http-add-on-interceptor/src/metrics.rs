@@ -35,7 +35,7 @@ impl RouteLabels {
 pub struct RequestLabels {
     /// Response status code.
     pub code: u16,
-    /// Request method (well-known methods only; others are `OTHER`).
+    /// Request method (well-known methods only; others are `_OTHER`, as upstream).
     pub method: &'static str,
     /// Route (object) name.
     pub route_name: Arc<str>,
@@ -73,10 +73,22 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Upstream's buckets of `interceptor_request_duration_seconds`.
+pub const REQUEST_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// `service_name` of the interceptor's `target_info` series (upstream's).
+pub const SERVICE_NAME: &str = "keda-http-interceptor";
+
+/// Label set of `target_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    service_name: &'static str,
+}
+
 fn request_histogram() -> Histogram {
-    Histogram::new([
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
+    Histogram::new(REQUEST_DURATION_BUCKETS)
 }
 
 fn cold_start_histogram() -> Histogram {
@@ -119,6 +131,13 @@ impl Metrics {
             "Time requests waited for a ready endpoint",
             cold_starts.clone(),
         );
+        let target = Family::<TargetLabels, Gauge>::default();
+        target
+            .get_or_create(&TargetLabels {
+                service_name: SERVICE_NAME,
+            })
+            .set(1);
+        registry.register("target_info", "Target metadata", target);
         Self {
             registry,
             requests,
@@ -206,7 +225,7 @@ pub fn method_label(method: &http::Method) -> &'static str {
         http::Method::PATCH => "PATCH",
         http::Method::CONNECT => "CONNECT",
         http::Method::TRACE => "TRACE",
-        _ => "OTHER",
+        _ => "_OTHER",
     }
 }
 
@@ -239,5 +258,24 @@ mod tests {
             text.contains("interceptor_cold_start_duration_seconds_count"),
             "{text}"
         );
+        for le in ["0.075", "0.75", "7.5"] {
+            assert!(
+                text.contains(&format!(
+                    r#"interceptor_request_duration_seconds_bucket{{le="{le}",code="200",method="GET",route_name="app",route_namespace="ns"}} 1"#
+                )),
+                "bucket {le}: {text}"
+            );
+        }
+        assert!(
+            text.contains(r#"target_info{service_name="keda-http-interceptor"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unusual_methods_are_other_with_an_underscore() {
+        let purge = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_label(&purge), "_OTHER");
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
     }
 }
