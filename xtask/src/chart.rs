@@ -597,6 +597,10 @@ fn helm_problems(
             .iter()
             .map(|case| helm::render_op(&Value::Null, case, false)),
     );
+    // The values `cargo xtask e2e --cluster kind` installs the chart with.
+    let kind_values = crate::kind::chart_values();
+    let kind_sets: Vec<&str> = kind_values.iter().map(String::as_str).collect();
+    ops.push(helm::render_op(&Value::Null, &kind_sets, false));
     ops.push(helm::render_op(
         &Value::Null,
         &["interceptor.proxy.port=0"],
@@ -606,6 +610,16 @@ fn helm_problems(
     let refused = answers.pop().expect("one answer per op");
     let lint = answers.remove(0);
     let mut problems = Vec::new();
+    let shown = format!("helm template --set {}", kind_sets.join(" --set "));
+    match answers
+        .pop()
+        .expect("one answer per op")
+        .and_then(|a| helm::objects(&a))
+    {
+        Ok(objects) => rendered.extend(objects.into_iter().map(|o| (shown.clone(), o))),
+        Err(e) => problems.push(format!("{shown} (the kind e2e install): {e}")),
+    }
+
     match lint {
         Ok(report) => {
             let report = &report["lint"];
@@ -652,7 +666,7 @@ fn helm_problems(
     }
     if problems.is_empty() {
         eprintln!(
-            "chart: `helm lint --strict` passed, {} value sets render, a bad value is refused",
+            "chart: `helm lint --strict` passed, {} value sets and the kind e2e install render, a bad value is refused",
             RENDER_CASES.len()
         );
     }

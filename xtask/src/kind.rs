@@ -173,26 +173,10 @@ fn install_and_test(
     install
         .args(["upgrade", "--install", "http-add-on"])
         .arg(chart::chart_dir())
-        .args(["--namespace", NAMESPACE, "--wait", "--timeout", "5m"])
-        .args(["--set", &format!("images.tag={IMAGE_TAG}")]);
-    for component in COMPONENTS {
-        install.args([
-            "--set",
-            &format!("images.{component}={}/{component}", images::repository()),
-            "--set",
-            &format!("{component}.pullPolicy=Never"),
-        ]);
+        .args(["--namespace", NAMESPACE, "--wait", "--timeout", "5m"]);
+    for set in chart_values() {
+        install.args(["--set", &set]);
     }
-    install.args([
-        "--set",
-        &format!("interceptor.replicas.min={INTERCEPTORS}"),
-        "--set",
-        &format!("interceptor.replicas.max={INTERCEPTORS}"),
-        "--set",
-        "scaler.replicas=1",
-        "--set",
-        "logging.interceptor.level=debug",
-    ]);
     run_command(&mut install).context("installing the chart")?;
 
     // The suite, against the cluster of KUBECONFIG.
@@ -209,6 +193,26 @@ fn install_and_test(
         .arg(work_dir)
         .args(filters);
     run_command(&mut suite).context("the end-to-end suite failed on kind")
+}
+
+/// The `--set` values this path installs the chart with (`cargo xtask chart check` renders and
+/// validates the chart with them too): the loaded images, never pulled, and small replica counts.
+pub(crate) fn chart_values() -> Vec<String> {
+    let mut sets = vec![format!("images.tag={IMAGE_TAG}")];
+    for component in COMPONENTS {
+        sets.push(format!(
+            "images.{component}={}/{component}",
+            images::repository()
+        ));
+        sets.push(format!("{component}.pullPolicy=Never"));
+    }
+    sets.extend([
+        format!("interceptor.replicas.min={INTERCEPTORS}"),
+        format!("interceptor.replicas.max={INTERCEPTORS}"),
+        "scaler.replicas=1".to_owned(),
+        "logging.interceptor.level=debug".to_owned(),
+    ]);
+    sets
 }
 
 /// `kind load docker-image` of every image `cargo xtask images` builds, into cluster `name`.
