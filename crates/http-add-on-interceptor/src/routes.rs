@@ -75,26 +75,48 @@ fn content_type_for(key: &str) -> Option<&'static str> {
         "html" | "htm" => "text/html; charset=utf-8",
         "css" => "text/css; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
+        "json" | "map" => "application/json",
         "txt" => "text/plain; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "xml" => "text/xml; charset=utf-8",
         "svg" => "image/svg+xml",
         "png" => "image/png",
-        "ico" => "image/x-icon",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/vnd.microsoft.icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
         _ => return None,
     })
 }
 
 impl StaticReply {
+    /// The reply of `spec`; `default_status` applies without a `statusCode` (503 for a
+    /// placeholder, 200 for a static route, as upstream).
     fn from_spec(
         spec: &StaticResponse,
         key: &RouteKey,
         config_maps: &dyn Fn(&str, &str) -> Option<Arc<ConfigMap>>,
+        default_status: http::StatusCode,
     ) -> Self {
         let status = spec
             .status_code
             .and_then(|c| u16::try_from(c).ok())
             .and_then(|c| http::StatusCode::from_u16(c).ok())
-            .unwrap_or(http::StatusCode::OK);
+            .unwrap_or(default_status);
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers {
             match (
@@ -435,16 +457,26 @@ impl Builder {
                     &key,
                     "timeouts.responseHeader",
                 ),
-                placeholder: cold
-                    .and_then(|c| c.placeholder.as_ref())
-                    .map(|p| StaticReply::from_spec(&p.response, &key, snap.config_map)),
+                placeholder: cold.and_then(|c| c.placeholder.as_ref()).map(|p| {
+                    StaticReply::from_spec(
+                        &p.response,
+                        &key,
+                        snap.config_map,
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                }),
                 static_routes: spec
                     .static_routes
                     .iter()
                     .map(|s| StaticRoute {
                         rules: s.rules.iter().map(routing_rule).collect(),
                         always: s.response_mode == ResponseMode::Always,
-                        reply: StaticReply::from_spec(&s.response, &key, snap.config_map),
+                        reply: StaticReply::from_spec(
+                            &s.response,
+                            &key,
+                            snap.config_map,
+                            http::StatusCode::OK,
+                        ),
                     })
                     .collect(),
             };
@@ -679,6 +711,8 @@ mod tests {
         assert_eq!(key_for_path(""), "index.html");
         assert_eq!(key_for_path("/docs/"), "index.html");
         assert_eq!(key_for_path("/static/app.css"), "app.css");
+        assert_eq!(content_type_for("font.woff2"), Some("font/woff2"));
+        assert_eq!(content_type_for("photo.JPG"), Some("image/jpeg"));
         assert_eq!(content_type_for("app.CSS"), Some("text/css; charset=utf-8"));
         assert_eq!(content_type_for("README"), None);
     }
