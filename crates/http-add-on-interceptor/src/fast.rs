@@ -412,7 +412,7 @@ fn plan(
 }
 
 fn method_label_bytes(method: &str) -> &'static str {
-    http::Method::from_bytes(method.as_bytes()).map_or("OTHER", |m| method_label(&m))
+    http::Method::from_bytes(method.as_bytes()).map_or("_OTHER", |m| method_label(&m))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
