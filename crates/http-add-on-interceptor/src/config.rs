@@ -31,7 +31,7 @@ pub struct Config {
     /// Per-attempt TCP connect timeout; failed attempts retry another endpoint
     /// (`KEDA_HTTP_CONNECT_TIMEOUT`, 500ms).
     pub connect_timeout: Duration,
-    /// Idle pooled connections kept per backend address (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`, 100).
+    /// Idle pooled connections kept per backend address (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`, 200).
     pub max_idle_conns_per_host: usize,
     /// Pooled connections idle longer than this are closed; `None` = never
     /// (`KEDA_HTTP_IDLE_CONN_TIMEOUT`, 90s; 0 = never).
@@ -111,7 +111,7 @@ impl Default for Config {
             response_header_timeout: Some(Duration::from_secs(300)),
             readiness_timeout: None,
             connect_timeout: Duration::from_millis(500),
-            max_idle_conns_per_host: 100,
+            max_idle_conns_per_host: 200,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_secs(5),
@@ -133,6 +133,37 @@ impl Default for Config {
 fn non_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
+
+/// Every add-on variable the interceptor reads; others get one warning each at start.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    "KEDA_CONDITION_WAIT_TIMEOUT",
+    "KEDA_HTTP_ADMIN_PORT",
+    "KEDA_HTTP_CONNECT_TIMEOUT",
+    "KEDA_HTTP_DIRECT_POD_ROUTING",
+    "KEDA_HTTP_DRAIN_TIMEOUT",
+    "KEDA_HTTP_ENABLE_COLD_START_HEADER",
+    "KEDA_HTTP_HEADER_READ_TIMEOUT",
+    "KEDA_HTTP_IDLE_CONN_TIMEOUT",
+    "KEDA_HTTP_IDLE_TIMEOUT",
+    "KEDA_HTTP_LOG_REQUESTS",
+    "KEDA_HTTP_MAX_HEADER_BYTES",
+    "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
+    "KEDA_HTTP_PROXY_PORT",
+    "KEDA_HTTP_PROXY_TLS_CERT_PATH",
+    "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS",
+    "KEDA_HTTP_PROXY_TLS_ENABLED",
+    "KEDA_HTTP_PROXY_TLS_KEY_PATH",
+    "KEDA_HTTP_PROXY_TLS_PORT",
+    "KEDA_HTTP_QUEUE_STREAM_INTERVAL",
+    "KEDA_HTTP_READINESS_TIMEOUT",
+    "KEDA_HTTP_REQUEST_BODY_TIMEOUT",
+    "KEDA_HTTP_REQUEST_TIMEOUT",
+    "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+    "KEDA_HTTP_SEND_TIMEOUT",
+    "KEDA_HTTP_SHUTDOWN_DELAY",
+    "KEDA_HTTP_WATCH_NAMESPACE",
+    "KEDA_RESPONSE_HEADER_TIMEOUT",
+];
 
 /// A Kubernetes namespace name (an RFC 1123 label).
 fn is_dns_label(name: &str) -> bool {
@@ -220,15 +251,15 @@ impl Config {
             metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
             watch_namespace,
             request_timeout: non_zero(env.duration("KEDA_HTTP_REQUEST_TIMEOUT", Duration::ZERO)?),
-            response_header_timeout: non_zero(env.duration_any(
-                &[
-                    "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
-                    "KEDA_RESPONSE_HEADER_TIMEOUT",
-                ],
+            // The deprecated names win while they are set, as upstream.
+            response_header_timeout: non_zero(env.duration_deprecated(
+                "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+                "KEDA_RESPONSE_HEADER_TIMEOUT",
                 Duration::from_secs(300),
             )?),
-            readiness_timeout: non_zero(env.duration_any(
-                &["KEDA_HTTP_READINESS_TIMEOUT", "KEDA_CONDITION_WAIT_TIMEOUT"],
+            readiness_timeout: non_zero(env.duration_deprecated(
+                "KEDA_HTTP_READINESS_TIMEOUT",
+                "KEDA_CONDITION_WAIT_TIMEOUT",
                 Duration::ZERO,
             )?),
             connect_timeout,
@@ -388,7 +419,29 @@ mod tests {
     }
 
     #[test]
-    fn deprecated_aliases_apply_when_the_new_name_is_unset() {
+    fn known_variables_are_every_variable_read() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let listed = &code[code.find("pub const KNOWN_VARIABLES").unwrap()..];
+        let listed = &listed[..listed.find("];").unwrap()];
+        let body = &code[code.find("pub fn from_env").unwrap()..];
+        for read in body.split('"').skip(1).step_by(2) {
+            if read.starts_with("KEDA") || read == "OTEL_PROM_EXPORTER_PORT" {
+                assert!(
+                    read == "OTEL_PROM_EXPORTER_PORT" || listed.contains(&format!("\"{read}\"")),
+                    "{read} is read but not in KNOWN_VARIABLES"
+                );
+            }
+        }
+        let env = Env::new(BTreeMap::from([
+            ("KEDA_HTTP_TYPO_TIMEOUT", "1s"),
+            ("KEDA_HTTP_PROXY_PORT", "8080"),
+        ]));
+        assert_eq!(env.unknown(KNOWN_VARIABLES), ["KEDA_HTTP_TYPO_TIMEOUT"]);
+    }
+
+    #[test]
+    fn deprecated_aliases_win_when_set() {
         let c = read(&[
             ("KEDA_RESPONSE_HEADER_TIMEOUT", "5s"),
             ("KEDA_CONDITION_WAIT_TIMEOUT", "7s"),
@@ -396,12 +449,16 @@ mod tests {
         .unwrap();
         assert_eq!(c.response_header_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.readiness_timeout, Some(Duration::from_secs(7)));
+        // Both set: the deprecated name wins, as upstream.
         let c = read(&[
             ("KEDA_RESPONSE_HEADER_TIMEOUT", "5s"),
             ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "6s"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "7s"),
+            ("KEDA_HTTP_READINESS_TIMEOUT", "8s"),
         ])
         .unwrap();
-        assert_eq!(c.response_header_timeout, Some(Duration::from_secs(6)));
+        assert_eq!(c.response_header_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.readiness_timeout, Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -19,7 +19,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::from_env(&Env::process()).context("invalid configuration")?;
+    let env = Env::process();
+    let config = Config::from_env(&env).context("invalid configuration")?;
+    env.warn_unknown(http_add_on_interceptor::config::KNOWN_VARIABLES);
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API server")?;

@@ -31,11 +31,6 @@ const NOT_YET_CONFORMING: &[&str] = &[
     "OTEL_EXPORTER_OTLP_TRACES_ENABLED",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "PROFILING_BIND_ADDRESS",
-    // Default 100, upstream 200.
-    "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
-    // Deprecated aliases that upstream lets win when set; ours lose to the new name.
-    "KEDA_CONDITION_WAIT_TIMEOUT",
-    "KEDA_RESPONSE_HEADER_TIMEOUT",
 ];
 
 fn parse(env: &Env<BTreeMap<String, String>>) -> Result<String, ConfigError> {
