@@ -20,9 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// A backend that records every byte it receives and answers each request it reads (framed
 /// leniently, as a naive backend would: by `Content-Length`, or to the first `0\r\n\r\n` when
@@ -168,9 +166,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(path)
+    common::tls_fixture(path)
 }
 
 /// Which listener a case runs on.
@@ -227,20 +223,11 @@ impl Bed {
                     .unwrap(),
             ),
             Listener::Tls => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(fixture("ca.crt")).unwrap() {
-                    roots.add(cert.unwrap()).unwrap();
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                let connector = common::tls_connector(&[]);
                 let tcp = TcpStream::connect(self.w.interceptor.tls_addr().unwrap())
                     .await
                     .unwrap();
-                let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                let tls = connector
                     .connect(ServerName::try_from("tls.test").unwrap(), tcp)
                     .await
                     .expect("TLS handshake");

@@ -7,7 +7,6 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 const MIB: usize = 1 << 20;
 
@@ -57,9 +54,7 @@ async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(path)
+    common::tls_fixture(path)
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -101,17 +96,8 @@ impl Bed {
         if !tls {
             return Box::new(tcp);
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(fixture("ca.crt")).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let connector = common::tls_connector(&[]);
+        let stream = connector
             .connect(ServerName::try_from("tls.test").unwrap(), tcp)
             .await
             .expect("TLS handshake");
