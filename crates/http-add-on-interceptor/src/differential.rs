@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fast::parse_request;
-use crate::framing::{ChunkedScanner, Fed, Framing};
-use crate::h1::{BodyFraming, inspect_request};
+use crate::h1::framing::{ChunkedScanner, Fed, Framing};
+use crate::h1::parse_request;
+use crate::h1::rules::{BodyFraming, inspect_request};
 
 /// A message as one parser framed it: its target and the length of its decoded body.
 type Message = (String, u64);

@@ -12,12 +12,29 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-KEDA-HTTP-Cold-Start`: whether the request waited for the backend to start.
 pub static COLD_START: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes hop-by-hop headers: `Connection` and the headers it names (but never
-/// `Content-Length` or `Host`), `Keep-Alive`,
-/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+/// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1), apart
+/// from `Transfer-Encoding`, which the HTTP/1.1 codec reframes and [`strip_hop_by_hop`] drops.
+/// Both codecs use this one list.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Whether `name` is a hop-by-hop header (see [`HOP_BY_HOP`]), in any case.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Removes hop-by-hop headers: `Connection` and every header it names (but never
+/// `Content-Length`, `Transfer-Encoding` or `Host`), the rest of [`HOP_BY_HOP`] and
+/// `Transfer-Encoding`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named by Connection are rare; only then allocate the list. Every Connection
     // line counts, not just the first.
@@ -25,28 +42,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+            .flat_map(|value| crate::h1::rules::tokens(value.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             // Never the message's framing or Host (RFC 9110 §7.6.1).
-            .filter(|name| !crate::h1::is_protected(name.as_str().as_bytes()))
+            .filter(|name| !crate::h1::rules::is_protected(name.as_str().as_bytes()))
             .collect();
         for name in named {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    for name in HOP_BY_HOP.iter().chain(&["transfer-encoding"]) {
+        if headers.contains_key(*name) {
+            headers.remove(*name);
         }
     }
 }

@@ -16,14 +16,13 @@ pub mod config;
 pub mod counts;
 #[cfg(test)]
 mod differential;
-mod fast;
-mod framing;
 mod h1;
+pub mod h2;
 pub mod headers;
 mod idle;
 mod io;
 pub mod metrics;
-pub mod proxy;
+pub mod request;
 pub mod routes;
 mod tls;
 
@@ -45,8 +44,9 @@ pub use config::Config;
 
 use admin::Admin;
 use counts::Counts;
+use h2::Hyper;
 use metrics::Metrics;
-use proxy::Proxy;
+use request::Policy;
 use routes::Table;
 
 /// Errors starting the interceptor.
@@ -171,13 +171,13 @@ impl Interceptor {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-        let proxy = Arc::new(Proxy::new(
+        let proxy = Arc::new(Hyper::new(Arc::new(Policy::new(
             config.clone(),
             table,
             table_changed,
             metrics.clone(),
             draining.clone(),
-        ));
+        ))));
         let proxy_builder = Arc::new(proxy_builder);
         if let Some((listener, _, server, resolver)) = tls {
             tasks.push(tokio::spawn(serve_tls(
@@ -414,11 +414,12 @@ async fn serve<M, S, B>(
     drop(listener);
 }
 
-/// Accepts proxy connections until `stop`: each is served on the HTTP/1.1 fast path first and
-/// handed to hyper (with the bytes already read) when it needs the general path.
+/// Accepts proxy connections until `stop`: each is served by the HTTP/1.1 codec, and handed
+/// to hyper (with the bytes already read) when it starts with the HTTP/2 preface or a request
+/// the codec leaves to hyper (see [`h1`]).
 async fn serve_proxy(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: Arc<Hyper>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<bool>,
     force: watch::Receiver<bool>,
@@ -431,17 +432,17 @@ async fn serve_proxy(
         let (proxy, builder) = (proxy.clone(), builder.clone());
         let (mut stop, mut force) = (stop.clone(), force.clone());
         let token = conns.clone();
-        let stream = io::SendTimeout::new(stream, proxy.config.send_timeout);
+        let stream = io::SendTimeout::new(stream, proxy.policy().config.send_timeout);
         tokio::spawn(async move {
             let _token = token;
             let outcome = tokio::select! {
-                outcome = fast::serve(&proxy, stream, remote, false, &mut stop) => outcome,
+                outcome = h1::serve(proxy.policy(), stream, remote, false, &mut stop) => outcome,
                 _ = stopped(&mut force) => return,
             };
-            if let fast::Outcome::HandOff { stream, buffered } = outcome {
-                let idle = proxy.config.idle_timeout;
+            if let h1::Outcome::HandOff { stream, buffered } = outcome {
+                let idle = proxy.policy().config.idle_timeout;
                 let (service, activity) = proxy_service(proxy, remote, false);
-                let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
+                let io = TokioIo::new(h1::Prefixed::new(buffered, stream));
                 let idle = idle.map(|limit| (activity, limit));
                 drive("proxy", remote, &builder, io, service, stop, force, idle).await;
             }
@@ -450,13 +451,13 @@ async fn serve_proxy(
     drop(listener);
 }
 
-/// Accepts TLS proxy connections until `stop`; each is served by the general path after its
-/// handshake (which must finish within `handshake_timeout`).
+/// Accepts TLS proxy connections until `stop`; after its handshake (which must finish within
+/// `handshake_timeout`) each is served by the HTTP/1.1 codec, or by hyper for h2 by ALPN.
 #[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    proxy: Arc<Proxy>,
+    proxy: Arc<Hyper>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -472,7 +473,7 @@ async fn serve_tls(
         let token = conns.clone();
         tokio::spawn(async move {
             let _token = token;
-            let stream = io::SendTimeout::new(stream, proxy.config.send_timeout);
+            let stream = io::SendTimeout::new(stream, proxy.policy().config.send_timeout);
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,
@@ -485,7 +486,7 @@ async fn serve_tls(
                         return;
                     }
                 };
-            // HTTP/1.1 takes the fast path like plain connections; h2 (by ALPN) goes to hyper.
+            // HTTP/1.1 takes the HTTP/1.1 codec like plain connections; h2 (by ALPN) hyper's.
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let (stream, buffered) = if h2 {
                 (stream, bytes::Bytes::new())
@@ -493,17 +494,17 @@ async fn serve_tls(
                 let mut fast_stop = stop.clone();
                 let mut fast_force = force.clone();
                 let outcome = tokio::select! {
-                    outcome = fast::serve(&proxy, stream, remote, true, &mut fast_stop) => outcome,
+                    outcome = h1::serve(proxy.policy(), stream, remote, true, &mut fast_stop) => outcome,
                     _ = stopped(&mut fast_force) => return,
                 };
                 match outcome {
-                    fast::Outcome::Done => return,
-                    fast::Outcome::HandOff { stream, buffered } => (stream, buffered),
+                    h1::Outcome::Done => return,
+                    h1::Outcome::HandOff { stream, buffered } => (stream, buffered),
                 }
             };
-            let idle = proxy.config.idle_timeout;
+            let idle = proxy.policy().config.idle_timeout;
             let (service, activity) = proxy_service(proxy, remote, true);
-            let io = TokioIo::new(fast::Prefixed::new(buffered, stream));
+            let io = TokioIo::new(h1::Prefixed::new(buffered, stream));
             let idle = idle.map(|limit| (activity, limit));
             drive(
                 "TLS proxy",
@@ -527,17 +528,16 @@ async fn serve_tls(
 // The service's type can only be named through `impl` (its future is an async block).
 #[allow(clippy::type_complexity)]
 fn proxy_service(
-    proxy: Arc<Proxy>,
+    proxy: Arc<Hyper>,
     remote: SocketAddr,
     tls: bool,
 ) -> (
     impl hyper::service::Service<
         hyper::Request<Incoming>,
-        Response = hyper::Response<proxy::ProxyBody>,
+        Response = hyper::Response<h2::ProxyBody>,
         Error = std::convert::Infallible,
-        Future = impl Future<
-            Output = Result<hyper::Response<proxy::ProxyBody>, std::convert::Infallible>,
-        > + Send
+        Future = impl Future<Output = Result<hyper::Response<h2::ProxyBody>, std::convert::Infallible>>
+                 + Send
                  + 'static,
     > + Send
     + 'static,
@@ -548,7 +548,7 @@ fn proxy_service(
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         let active = tracked.start();
         if tls {
-            req.extensions_mut().insert(proxy::ViaTls);
+            req.extensions_mut().insert(h2::ViaTls);
         }
         let proxy = proxy.clone();
         async move {

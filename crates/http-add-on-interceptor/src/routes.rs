@@ -16,7 +16,9 @@ use http_add_on_types::crd::routes::{
 };
 use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
 use http_add_on_types::duration::parse_duration;
-use http_add_on_types::routing::{RouteKey, RouteRule, RouteTable, SharedRouteTable};
+use http_add_on_types::routing::{
+    RequestHeaders, RouteKey, RouteRule, RouteTable, SharedRouteTable,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -60,11 +62,12 @@ pub struct StaticReply {
     pub body: ReplyBody,
 }
 
-/// The ConfigMap key a request path maps to: its last segment, `index.html` for a directory.
+/// The ConfigMap key a request path maps to, as upstream: the path without its leading `/`,
+/// `index.html` for `/`.
 pub fn key_for_path(path: &str) -> &str {
-    match path.rsplit('/').next() {
-        Some("") | None => "index.html",
-        Some(last) => last,
+    match path.strip_prefix('/').unwrap_or(path) {
+        "" => "index.html",
+        key => key,
     }
 }
 
@@ -164,14 +167,21 @@ impl StaticReply {
         match &self.body {
             ReplyBody::Inline(body) => Ok((self.status, self.headers.clone(), body.clone())),
             ReplyBody::ConfigMap { source, files, key } => {
-                let key = key.as_deref().unwrap_or_else(|| key_for_path(path));
                 let Some(files) = files else {
                     return Err(format!(
                         "ConfigMap {source} (labelled {RESPONSE_BODY_LABEL}=true) not found"
                     ));
                 };
-                let Some(body) = files.get(key) else {
-                    return Err(format!("ConfigMap {source} has no key {key:?}"));
+                let (key, body) = match key {
+                    Some(key) => match files.get(key) {
+                        Some(body) => (key.as_str(), body.clone()),
+                        None => return Err(format!("ConfigMap {source} has no key {key:?}")),
+                    },
+                    // A key derived from the path that is missing answers an empty body.
+                    None => {
+                        let key = key_for_path(path);
+                        (key, files.get(key).cloned().unwrap_or_default())
+                    }
                 };
                 let mut headers = self.headers.clone();
                 if !headers.contains_key(http::header::CONTENT_TYPE)
@@ -182,7 +192,7 @@ impl StaticReply {
                         http::HeaderValue::from_static(ct),
                     );
                 }
-                Ok((self.status, headers, body.clone()))
+                Ok((self.status, headers, body))
             }
         }
     }
@@ -200,19 +210,21 @@ pub struct StaticRoute {
 
 impl StaticRoute {
     /// Whether a request matches one of the rules (hosts, path prefixes, headers).
-    pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
+    pub fn matches<H: RequestHeaders + ?Sized>(&self, host: &str, path: &str, headers: &H) -> bool {
         let host = host_without_port(host);
         self.rules.iter().any(|rule| {
             let host_ok = rule.hosts.is_empty()
                 || rule.hosts.iter().any(|pattern| host_matches(pattern, host));
             let path_ok =
                 rule.paths.is_empty() || rule.paths.iter().any(|p| path.starts_with(p.as_str()));
-            let headers_ok = rule.headers.iter().all(|h| match &h.value {
-                None => headers.contains_key(h.name.as_str()),
-                Some(v) => headers
-                    .get_all(h.name.as_str())
-                    .iter()
-                    .any(|got| got.as_bytes() == v.as_bytes()),
+            let headers_ok = rule.headers.iter().all(|h| {
+                let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
+                    return false;
+                };
+                match &h.value {
+                    None => headers.contains(&name),
+                    Some(v) => headers.has_value(&name, v.as_bytes()),
+                }
             });
             host_ok && path_ok && headers_ok
         })
@@ -709,8 +721,8 @@ mod tests {
     fn config_map_keys_from_paths() {
         assert_eq!(key_for_path("/"), "index.html");
         assert_eq!(key_for_path(""), "index.html");
-        assert_eq!(key_for_path("/docs/"), "index.html");
-        assert_eq!(key_for_path("/static/app.css"), "app.css");
+        assert_eq!(key_for_path("/app.css"), "app.css");
+        assert_eq!(key_for_path("/static/app.css"), "static/app.css");
         assert_eq!(content_type_for("font.woff2"), Some("font/woff2"));
         assert_eq!(content_type_for("photo.JPG"), Some("image/jpeg"));
         assert_eq!(content_type_for("app.CSS"), Some("text/css; charset=utf-8"));

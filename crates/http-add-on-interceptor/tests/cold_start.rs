@@ -383,7 +383,9 @@ async fn placeholder_and_static_routes() {
         "static responses are not counted"
     );
 
-    // Bodies from a labelled ConfigMap: the key named, or derived from the path.
+    // Bodies from a labelled ConfigMap, as upstream: the key named, or derived from the path
+    // (without its leading `/`, `index.html` for `/`); a missing ConfigMap or named key is a
+    // 500, a missing derived key an empty body.
     w.apply_ir(json!({
         "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
         "metadata": { "name": "pages" },
@@ -401,7 +403,7 @@ async fn placeholder_and_static_routes() {
     }))
     .await;
     let missing = w.wait_routed("pages.test", "/").await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
         missing.text().contains("ConfigMap default/pages"),
         "{}",
@@ -424,10 +426,32 @@ async fn placeholder_and_static_routes() {
         index.header("content-type"),
         Some("text/html; charset=utf-8")
     );
-    assert_eq!(w.get("pages.test", "/static/app.css").await.text(), "h1{}");
+    assert_eq!(w.get("pages.test", "/app.css").await.text(), "h1{}");
+    let derived_missing = w.get("pages.test", "/static/app.css").await;
+    assert_eq!(derived_missing.status, StatusCode::OK);
+    assert_eq!(derived_missing.text(), "");
     let maint = w.get("pages.test", "/maintenance").await;
     assert_eq!(maint.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(maint.text(), "down for maintenance");
+
+    // A named key the ConfigMap lacks: 500 naming the key.
+    w.apply_ir(json!({
+        "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+        "metadata": { "name": "pages2" },
+        "spec": {
+            "target": { "service": "cold", "port": 80 },
+            "rules": [{ "hosts": ["pages2.test"] }],
+            "scalingMetric": { "concurrency": {} },
+            "staticRoutes": [
+                { "rules": [{ "paths": [{ "value": "/" }] }], "responseMode": "Always",
+                  "response": { "bodyFromConfigMap": { "name": "pages", "key": "gone.txt" } } }
+            ]
+        }
+    }))
+    .await;
+    let gone = w.wait_routed("pages2.test", "/").await;
+    assert_eq!(gone.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(gone.text().contains("gone.txt"), "{}", gone.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

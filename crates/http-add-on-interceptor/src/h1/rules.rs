@@ -1,6 +1,6 @@
 //! HTTP/1.1 message rules the relay applies to a parsed request head before anything is
 //! forwarded (RFC 9110 §7.2, §7.6.1; RFC 9112 §3.2, §6): which requests it may relay byte for
-//! byte, which get an error at once, and which it leaves to the general path.
+//! byte, which get an error at once, and which it leaves to hyper's HTTP/1.1 server.
 
 /// A request head the relay must not forward as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub(crate) struct RequestHead<'a> {
     pub forwarded_proto: bool,
     /// `X-Forwarded-Host` is present.
     pub forwarded_host: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
 }
 
 pub(crate) fn is(name: &str, lower: &str) -> bool {
@@ -71,19 +73,6 @@ pub(crate) fn is_protected(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"content-length")
         || name.eq_ignore_ascii_case(b"transfer-encoding")
         || name.eq_ignore_ascii_case(b"host")
-}
-
-/// Request and response headers that apply to one connection only (RFC 9110 §7.6.1), apart
-/// from `Transfer-Encoding`, which the callers handle.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    is(name, "connection")
-        || is(name, "keep-alive")
-        || is(name, "proxy-connection")
-        || is(name, "proxy-authenticate")
-        || is(name, "proxy-authorization")
-        || is(name, "te")
-        || is(name, "trailer")
-        || is(name, "upgrade")
 }
 
 /// Whether a `Connection` header among `headers` names `name` (and `name` may be removed).
@@ -165,6 +154,7 @@ pub(crate) fn inspect_request<'a>(
         forwarded_for: false,
         forwarded_proto: false,
         forwarded_host: false,
+        expect_continue: false,
     };
     let mut connection_upgrade = false;
     for h in headers {
@@ -187,7 +177,11 @@ pub(crate) fn inspect_request<'a>(
             }
             chunked = true;
         } else if is(name, "expect") {
-            return Err(Verdict::General);
+            // Only the one expectation HTTP/1.1 defines (RFC 9110 §10.1.1), once.
+            if head.expect_continue || !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Err(Verdict::General);
+            }
+            head.expect_continue = true;
         } else if is(name, "upgrade") {
             if upgrade.is_some() {
                 return Err(Verdict::General);
@@ -334,6 +328,10 @@ mod tests {
             ),
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1",
+                Ok(("a", Length(1))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1",
                 Err(General),
             ),
         ];

@@ -1,0 +1,617 @@
+//! The hyper codec: HTTP/2 (h2 by ALPN on the TLS listener, h2c with prior knowledge on the
+//! plain one), and the HTTP/1.1 connections the HTTP/1.1 codec leaves to hyper (see
+//! [`crate::h1`]). It converts between hyper's requests and responses and the request policy
+//! ([`crate::request`]), which decides everything else; backends are reached through hyper's
+//! client (HTTP/1.1, or h2c for `appProtocol: kubernetes.io/h2c`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use crate::backends::Backend;
+use crate::headers::{self, COLD_START};
+use crate::metrics::method_label;
+use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route, Tally, backend_failed};
+use crate::routes::RouteEntry;
+
+/// Errors forwarding a body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response of this codec: the backend's streamed body or a reply's, with
+/// the request's tally, which settles as the last bytes are handed to hyper.
+pub struct ProxyBody {
+    inner: Inner,
+    tally: Option<(Tally, u16)>,
+    _active: Option<crate::idle::Active>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    fn new(inner: Inner, tally: Option<(Tally, u16)>) -> Self {
+        Self {
+            inner,
+            tally,
+            _active: None,
+        }
+    }
+
+    /// Keeps the connection counted as busy until this body is finished or dropped.
+    pub(crate) fn hold(&mut self, active: crate::idle::Active) {
+        self._active = Some(active);
+    }
+
+    fn settle(&mut self) {
+        if let Some((mut tally, status)) = self.tally.take() {
+            tally.settle(status);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = match &mut self.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        };
+        match &polled {
+            Poll::Ready(None) => self.settle(),
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.settle(),
+            // A body cut short is not recorded (the tally drops unsettled).
+            Poll::Ready(Some(Err(_))) => self.tally = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body hyper never had to poll (HEAD, 204, empty) is complete when dropped.
+        if self.is_end_stream() {
+            self.settle();
+        }
+    }
+}
+
+/// The request body sent upstream. If it is dropped before its first poll (the connection
+/// could not be made), it hands the inner body back through `reclaim` for a retry. A body that
+/// fails (malformed, or no progress within the request body timeout) says so in `failure`, so
+/// the client gets a 400 or 408 rather than a 502.
+pub struct OutBody {
+    inner: Option<Incoming>,
+    reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
+    polled: bool,
+    progress: Option<Duration>,
+    /// Armed the first time the inbound body has nothing ready.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+    failure: Arc<BodyFailure>,
+}
+
+/// Why an inbound request body ended early (set once, read after the upstream request failed).
+#[derive(Default)]
+struct BodyFailure(std::sync::atomic::AtomicU8);
+
+impl BodyFailure {
+    const MALFORMED: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+
+    fn set(&self, why: u8) {
+        self.0.store(why, Ordering::Release);
+    }
+
+    /// The client's fault, as a status and a message, if the body failed.
+    fn response(&self) -> Option<(StatusCode, &'static str)> {
+        match self.0.load(Ordering::Acquire) {
+            Self::MALFORMED => Some((
+                StatusCode::BAD_REQUEST,
+                "malformed request body (invalid chunked encoding or cut short)",
+            )),
+            Self::TIMED_OUT => Some((
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The request body made no progress within the request body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes within the request body timeout")]
+struct BodyTimedOut;
+
+impl Body for OutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.polled = true;
+        let this = &mut *self;
+        let Some(body) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                this.failure.set(BodyFailure::MALFORMED);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending => {
+                let Some(limit) = this.progress else {
+                    return Poll::Pending;
+                };
+                let deadline = Instant::now() + limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.failure.set(BodyFailure::TIMED_OUT);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.waiting = false;
+                ready.map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for OutBody {
+    fn drop(&mut self) {
+        if !self.polled
+            && let (Some(slot), Some(body)) = (&self.reclaim, self.inner.take())
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(body);
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, OutBody>;
+
+/// The hyper codec's state: the request policy and the clients to backends.
+pub struct Hyper {
+    policy: Arc<Policy>,
+    http1: HttpClient,
+    h2c: HttpClient,
+}
+
+impl std::fmt::Debug for Hyper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hyper").finish_non_exhaustive()
+    }
+}
+
+/// `reply` as a hyper response, its tally (if counted) settling when it is written.
+fn response(reply: Reply, tally: Option<Tally>) -> Response<ProxyBody> {
+    let status = reply.status;
+    let tally = tally.map(|t| (t, status.as_u16()));
+    let mut response = Response::new(ProxyBody::new(Inner::Full(Some(reply.body)), tally));
+    *response.status_mut() = status;
+    *response.headers_mut() = *reply.headers;
+    response
+}
+
+fn set_cold(response: &mut Response<ProxyBody>, cold: bool) {
+    response.headers_mut().insert(
+        COLD_START.clone(),
+        HeaderValue::from_static(if cold { "true" } else { "false" }),
+    );
+}
+
+impl Hyper {
+    /// The codec over `policy`, with clients configured from its config.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        let config = &policy.config;
+        let client = |h2c: bool| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(config.connect_timeout));
+            connector.enforce_http(true);
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(config.idle_conn_timeout)
+                .pool_max_idle_per_host(config.max_idle_conns_per_host)
+                .http2_only(h2c);
+            builder.build(connector)
+        };
+        Self {
+            http1: client(false),
+            h2c: client(true),
+            policy,
+        }
+    }
+
+    /// The request policy.
+    pub(crate) fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Handles one request from `remote`.
+    pub async fn handle(
+        self: Arc<Self>,
+        remote: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let http1 = req.version() < Version::HTTP_2;
+        let mut response = self.serve(remote, req).await;
+        // While draining, every HTTP/1 response closes its connection, so clients stop reusing
+        // it before the listener closes; closing an idle keep-alive connection later could race
+        // a request being sent on it.
+        if http1 && self.policy.draining() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(response)
+    }
+
+    async fn serve(&self, remote: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let policy = &self.policy;
+        let host = match check_request(&req) {
+            Ok(host) => host,
+            Err((status, message)) => {
+                if policy.config.log_requests {
+                    tracing::info!(%remote, path = req.uri().path(), status = status.as_u16(), reason = message, "request");
+                }
+                let mut response = response(Reply::error(status, message), None);
+                if req.version() < Version::HTTP_2 {
+                    // The request's framing or target cannot be trusted: no further requests.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return response;
+            }
+        };
+        let host_str = host.to_str().unwrap_or("");
+        let entry = match policy.route(remote, host_str, req.uri().path(), req.headers()) {
+            Route::Reply(reply) => return response(reply, None),
+            Route::Forward(entry) => entry,
+        };
+        let method = method_label(req.method());
+        let mut tally = policy.count(&entry, method, remote, start);
+        let deadlines = Deadlines::new(&entry, start);
+        let cold_header = policy.config.enable_cold_start_header;
+        let admission = policy
+            .admit(entry, host_str, req.uri().path(), req.headers(), &deadlines)
+            .await;
+        let (entry, backend, cold) = match admission {
+            Admission::Forward {
+                entry,
+                backend,
+                cold,
+            } => (entry, backend, cold),
+            Admission::Reply(reply) => {
+                tally.cold(true);
+                let mut response = response(reply, Some(tally));
+                if cold_header {
+                    set_cold(&mut response, true);
+                }
+                return response;
+            }
+        };
+        tally.cold(cold);
+        let client_upgrade = headers::upgrade_protocol(req.headers())
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut req));
+        let forwarded = self
+            .forward(&entry, &backend, remote, req, host, &deadlines, &mut tally)
+            .await;
+        let mut upstream = match forwarded {
+            Ok(upstream) => upstream,
+            Err(reply) => {
+                let mut response = response(reply, Some(tally));
+                if cold_header {
+                    set_cold(&mut response, cold);
+                }
+                return response;
+            }
+        };
+        let switching =
+            client_upgrade.is_some() && upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut upstream));
+        let protocol = upstream.headers().get(header::UPGRADE).cloned();
+        let (mut parts, incoming) = upstream.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(protocol)) = (switching, protocol) {
+            headers::set_upgrade(&mut parts.headers, protocol);
+        }
+        if cold_header {
+            parts.headers.insert(
+                COLD_START.clone(),
+                HeaderValue::from_static(if cold { "true" } else { "false" }),
+            );
+        }
+        let status = parts.status.as_u16();
+        if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+            // The request stays in flight until the upgraded connection closes.
+            tokio::spawn(tunnel(client, upstream, tally));
+            return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None));
+        }
+        Response::from_parts(
+            parts,
+            ProxyBody::new(Inner::Upstream(incoming), Some((tally, status))),
+        )
+    }
+
+    /// Sends the request to an endpoint of `backend` (another one after a failed connect, as
+    /// [`Attempts`] allows) and returns the response head, or the reply that says why not.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        entry: &RouteEntry,
+        backend: &Backend,
+        remote: SocketAddr,
+        req: Request<Incoming>,
+        host: HeaderValue,
+        deadlines: &Deadlines,
+        tally: &mut Tally,
+    ) -> Result<Response<Incoming>, Reply> {
+        let state = backend.state();
+        let client = if state.h2c { &self.h2c } else { &self.http1 };
+        let (mut parts, body) = req.into_parts();
+        let upgrade = headers::upgrade_protocol(&parts.headers).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocol.clone());
+        }
+        let tls = parts.extensions.get::<ViaTls>().is_some();
+        headers::add_forwarded(&mut parts.headers, remote.ip(), Some(&host), tls);
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let version = if state.h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        let mut attempts = Attempts::new(entry, backend);
+        let reclaim = attempts.may_retry().then(|| Arc::new(Mutex::new(None)));
+        let failure = Arc::new(BodyFailure::default());
+        let mut body = Some(body);
+        loop {
+            let upstream = attempts.next(entry, backend)?;
+            let Some(inbound) = body.take() else {
+                return Err(attempts.exhausted(backend));
+            };
+            // Later attempts need the parts again; clone only when a retry is possible.
+            let request_parts = if attempts.more() {
+                clone_parts(&parts)
+            } else {
+                std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+            };
+            let mut out = Request::from_parts(
+                request_parts,
+                OutBody {
+                    inner: Some(inbound),
+                    reclaim: reclaim.clone(),
+                    polled: false,
+                    progress: self.policy.config.request_body_timeout,
+                    timer: None,
+                    waiting: false,
+                    failure: failure.clone(),
+                },
+            );
+            *out.uri_mut() = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(upstream.authority().clone())
+                .path_and_query(path.clone())
+                .build()
+                .unwrap_or_default();
+            *out.version_mut() = version;
+            tally.sent(upstream.begin());
+            let send = client.request(out);
+            let result = match deadlines.response_head(entry, Instant::now()) {
+                Some(limit) => match tokio::time::timeout_at(limit, send).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(deadlines.response_head_timeout()),
+                },
+                None => send.await,
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(error) if error.is_connect() => {
+                    // The root cause, as the HTTP/1.1 codec names it ("Connection refused …").
+                    attempts.connect_failed(backend, &upstream, &root_cause(&error));
+                    body = reclaim.as_ref().and_then(|slot| slot.lock().ok()?.take());
+                }
+                Err(error) => {
+                    if let Some((status, message)) = failure.response() {
+                        tracing::debug!(backend = %backend.key(), error = source_chain(&error), "request body failed");
+                        return Err(Reply::error(status, message));
+                    }
+                    return Err(backend_failed(&upstream, &source_chain(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// Checks what the relay's rules (`h1::inspect_request`) check, for requests hyper parsed:
+/// the target's form, one valid `Host` that agrees with the target's authority (absolute-form
+/// or `:authority`, which wins, RFC 9112 §3.2.2), and no transfer coding but `chunked`.
+/// (With both `Content-Length` and `Transfer-Encoding`, hyper frames by the chunks, drops the
+/// length and closes the connection after, as RFC 9112 §6.1 allows.)
+/// Returns the host to route by.
+fn check_request<B>(req: &Request<B>) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let bad = |message| Err((StatusCode::BAD_REQUEST, message));
+    if req.method() == http::Method::CONNECT {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported by this proxy",
+        ));
+    }
+    let uri = req.uri();
+    let asterisk = req.method() == http::Method::OPTIONS && uri.path() == "*";
+    if !uri.path().starts_with('/') && !asterisk {
+        return bad("invalid request target");
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return bad("more than one Host header");
+    }
+    if let Some(host) = host
+        && !crate::h1::rules::valid_host(host.as_bytes())
+    {
+        return bad("invalid Host header");
+    }
+    let host = match (uri.authority(), host) {
+        (Some(authority), Some(host))
+            if !authority
+                .as_str()
+                .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+        {
+            return bad("Host header does not match the request target's authority");
+        }
+        (Some(authority), _) => HeaderValue::from_str(authority.as_str())
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid authority"))?,
+        (None, Some(host)) => host.clone(),
+        (None, None) => return bad("missing Host header"),
+    };
+    let codings_ok = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| crate::h1::rules::tokens(v.as_bytes()))
+        .all(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+    if !codings_ok {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer codings other than chunked are not supported",
+        ));
+    }
+    Ok(host)
+}
+
+/// Marks a request received on the TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ViaTls;
+
+/// Joins the client's and the backend's upgraded connections until either closes; the
+/// request counts as in flight until then.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    mut tally: Tally,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection failed");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "protocol upgrade failed"),
+    }
+    tally.settle(101);
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
