@@ -21,9 +21,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::backends::Backend;
+use crate::backends::{Backend, Upstream};
 use crate::headers::{self, COLD_START};
 use crate::metrics::method_label;
 use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route, Tally, backend_failed};
@@ -37,6 +38,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ProxyBody {
     inner: Inner,
     tally: Option<(Tally, u16)>,
+    /// Told `true` once the backend's body is complete, so its connection may be pooled.
+    checkin: Option<oneshot::Sender<bool>>,
     _active: Option<crate::idle::Active>,
 }
 
@@ -50,6 +53,7 @@ impl ProxyBody {
         Self {
             inner,
             tally,
+            checkin: None,
             _active: None,
         }
     }
@@ -60,6 +64,9 @@ impl ProxyBody {
     }
 
     fn settle(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            let _ = checkin.send(true);
+        }
         if let Some((mut tally, status)) = self.tally.take() {
             tally.settle(status);
         }
@@ -86,8 +93,12 @@ impl Body for ProxyBody {
         match &polled {
             Poll::Ready(None) => self.settle(),
             Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.settle(),
-            // A body cut short is not recorded (the tally drops unsettled).
-            Poll::Ready(Some(Err(_))) => self.tally = None,
+            // A body cut short is not recorded (the tally drops unsettled) and its connection
+            // is not pooled.
+            Poll::Ready(Some(Err(_))) => {
+                self.tally = None;
+                self.checkin = None;
+            }
             _ => {}
         }
         polled
@@ -234,10 +245,18 @@ impl Drop for OutBody {
 
 type HttpClient = Client<HttpConnector, OutBody>;
 
-/// The hyper codec's state: the request policy and the clients to backends.
+/// Why a request could not be sent to an upstream.
+enum Sent {
+    /// Connecting failed (nothing was sent): another endpoint may be tried.
+    Connect(String),
+    /// The exchange failed after the connection was made.
+    Failed(String),
+}
+
+/// The hyper codec's state: the request policy and the h2c client (HTTP/1.1 backends are
+/// reached over the endpoints' own pools, shared with the HTTP/1.1 codec).
 pub struct Hyper {
     policy: Arc<Policy>,
-    http1: HttpClient,
     h2c: HttpClient,
 }
 
@@ -268,7 +287,7 @@ impl Hyper {
     /// The codec over `policy`, with clients configured from its config.
     pub fn new(policy: Arc<Policy>) -> Self {
         let config = &policy.config;
-        let client = |h2c: bool| {
+        let h2c = {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(config.connect_timeout));
@@ -279,14 +298,10 @@ impl Hyper {
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(config.idle_conn_timeout)
                 .pool_max_idle_per_host(config.max_idle_conns_per_host)
-                .http2_only(h2c);
+                .http2_only(true);
             builder.build(connector)
         };
-        Self {
-            http1: client(false),
-            h2c: client(true),
-            policy,
-        }
+        Self { h2c, policy }
     }
 
     /// The request policy.
@@ -366,7 +381,7 @@ impl Hyper {
         let forwarded = self
             .forward(&entry, &backend, remote, req, host, &deadlines, &mut tally)
             .await;
-        let mut upstream = match forwarded {
+        let (mut upstream, checkin) = match forwarded {
             Ok(upstream) => upstream,
             Err(reply) => {
                 let mut response = response(reply, Some(tally));
@@ -397,14 +412,14 @@ impl Hyper {
             tokio::spawn(tunnel(client, upstream, tally));
             return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None));
         }
-        Response::from_parts(
-            parts,
-            ProxyBody::new(Inner::Upstream(incoming), Some((tally, status))),
-        )
+        let mut body = ProxyBody::new(Inner::Upstream(incoming), Some((tally, status)));
+        body.checkin = checkin;
+        Response::from_parts(parts, body)
     }
 
     /// Sends the request to an endpoint of `backend` (another one after a failed connect, as
-    /// [`Attempts`] allows) and returns the response head, or the reply that says why not.
+    /// [`Attempts`] allows) and returns the response head (with the check-in of its pooled
+    /// connection), or the reply that says why not.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -415,9 +430,8 @@ impl Hyper {
         host: HeaderValue,
         deadlines: &Deadlines,
         tally: &mut Tally,
-    ) -> Result<Response<Incoming>, Reply> {
+    ) -> Result<(Response<Incoming>, Option<oneshot::Sender<bool>>), Reply> {
         let state = backend.state();
-        let client = if state.h2c { &self.h2c } else { &self.http1 };
         let (mut parts, body) = req.into_parts();
         let upgrade = headers::upgrade_protocol(&parts.headers).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -467,15 +481,38 @@ impl Hyper {
                     failure: failure.clone(),
                 },
             );
-            *out.uri_mut() = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(upstream.authority().clone())
-                .path_and_query(path.clone())
-                .build()
-                .unwrap_or_default();
+            // h2c needs the absolute URI (for :scheme and :authority); HTTP/1.1 on a pooled
+            // connection sends the origin form.
+            *out.uri_mut() = if state.h2c {
+                Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(upstream.authority().clone())
+                    .path_and_query(path.clone())
+                    .build()
+                    .unwrap_or_default()
+            } else {
+                Uri::from(path.clone())
+            };
             *out.version_mut() = version;
             tally.sent(upstream.begin());
-            let send = client.request(out);
+            let send = async {
+                if state.h2c {
+                    self.h2c
+                        .request(out)
+                        .await
+                        .map(|response| (response, None))
+                        .map_err(|error| {
+                            if error.is_connect() {
+                                // The root cause, as the HTTP/1.1 codec names it.
+                                Sent::Connect(root_cause(&error))
+                            } else {
+                                Sent::Failed(source_chain(&error))
+                            }
+                        })
+                } else {
+                    self.send_pooled(&upstream, out, upgrade.is_some()).await
+                }
+            };
             let result = match deadlines.response_head(entry, Instant::now()) {
                 Some(limit) => match tokio::time::timeout_at(limit, send).await {
                     Ok(result) => result,
@@ -484,19 +521,88 @@ impl Hyper {
                 None => send.await,
             };
             match result {
-                Ok(response) => return Ok(response),
-                Err(error) if error.is_connect() => {
-                    // The root cause, as the HTTP/1.1 codec names it ("Connection refused …").
-                    attempts.connect_failed(backend, &upstream, &root_cause(&error));
+                Ok(sent) => return Ok(sent),
+                Err(Sent::Connect(error)) => {
+                    attempts.connect_failed(backend, &upstream, &error);
                     body = reclaim.as_ref().and_then(|slot| slot.lock().ok()?.take());
                 }
-                Err(error) => {
+                Err(Sent::Failed(error)) => {
                     if let Some((status, message)) = failure.response() {
-                        tracing::debug!(backend = %backend.key(), error = source_chain(&error), "request body failed");
+                        tracing::debug!(backend = %backend.key(), error, "request body failed");
                         return Err(Reply::error(status, message));
                     }
-                    return Err(backend_failed(&upstream, &source_chain(&error)));
+                    return Err(backend_failed(&upstream, &error));
                 }
+            }
+        }
+    }
+
+    /// Sends `req` on an HTTP/1.1 connection of `upstream`'s pool, the one the HTTP/1.1 codec
+    /// uses too (a new one when none is idle; a stale pooled one is replaced once, when hyper
+    /// hands the unsent request back). The connection returns to the pool after a complete
+    /// keep-alive response, when the returned check-in is told so.
+    async fn send_pooled(
+        &self,
+        upstream: &Arc<Upstream>,
+        mut req: Request<OutBody>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, Option<oneshot::Sender<bool>>), Sent> {
+        let config = &self.policy.config;
+        let mut pooled = upstream.take_idle(Instant::now(), config.idle_conn_timeout);
+        loop {
+            let reused = pooled.is_some();
+            let stream = match pooled.take() {
+                Some(stream) => stream,
+                None => crate::h1::connect(upstream.addr(), config.connect_timeout)
+                    .await
+                    .map_err(|error| Sent::Connect(error.to_string()))?,
+            };
+            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|error| Sent::Failed(source_chain(&error)))?;
+            let (checkin, checked_in) = oneshot::channel::<bool>();
+            if upgrade {
+                tokio::spawn(async move {
+                    if let Err(error) = conn.with_upgrades().await {
+                        tracing::debug!(%error, "upstream connection failed");
+                    }
+                });
+            } else {
+                let pool = upstream.clone();
+                let max = config.max_idle_conns_per_host;
+                tokio::spawn(async move {
+                    let parts = conn.without_shutdown().await;
+                    let complete = checked_in.await.unwrap_or(false);
+                    match parts {
+                        Ok(parts) if complete && parts.read_buf.is_empty() => {
+                            pool.put_idle(parts.io.into_inner(), Instant::now(), max);
+                        }
+                        Ok(parts) => {
+                            tracing::debug!(upstream = %pool.addr(), complete, left = parts.read_buf.len(), "not pooling");
+                        }
+                        Err(error) => tracing::debug!(%error, "upstream connection failed"),
+                    }
+                });
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let keep_alive = response.version() == Version::HTTP_11
+                        && !response
+                            .headers()
+                            .get_all(header::CONNECTION)
+                            .iter()
+                            .flat_map(|v| crate::h1::rules::tokens(v.as_bytes()))
+                            .any(|t| t.eq_ignore_ascii_case(b"close"));
+                    return Ok((response, (keep_alive && !upgrade).then_some(checkin)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => {
+                        tracing::debug!(upstream = %upstream.addr(), "pooled connection was stale");
+                        req = unsent;
+                    }
+                    _ => return Err(Sent::Failed(source_chain(&error.into_error()))),
+                },
             }
         }
     }

@@ -89,8 +89,8 @@ impl RawBackend {
         let (accepted2, held2) = (accepted.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                accepted2.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_raw(stream, held2.clone(), release_rx.clone()));
+                let id = accepted2.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_raw(stream, id, held2.clone(), release_rx.clone()));
             }
         });
         Self {
@@ -109,6 +109,7 @@ impl RawBackend {
 
 async fn serve_raw(
     mut stream: TcpStream,
+    id: usize,
     held: Arc<AtomicUsize>,
     mut release: watch::Receiver<bool>,
 ) {
@@ -214,7 +215,13 @@ async fn serve_raw(
             let _ = release.wait_for(|r| *r).await;
             held.fetch_sub(1, Ordering::SeqCst);
         }
-        let (response, close) = script(&method, &path, &head, &body);
+        let (response, close) = if path.starts_with("/conn") {
+            // Which connection the request came on.
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-conn: {id}\r\n\r\n");
+            (text.into_bytes(), false)
+        } else {
+            script(&method, &path, &head, &body)
+        };
         if stream.write_all(&response).await.is_err() || close {
             return;
         }
@@ -752,4 +759,66 @@ async fn a_client_leaving_in_the_middle_of_its_body_is_counted_out() {
     // The backend never got a whole request, and the proxy keeps serving.
     assert_eq!(w.get("raw.test", "/ok").await.status, http::StatusCode::OK);
     drop(backend);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_codecs_share_one_upstream_pool() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let (w, backend) = setup().await;
+    // HTTP/2 routes by :authority, here the proxy's address.
+    w.apply_hso(hso("raw-ip", &["127.0.0.1"], &[], "raw", json!(80)))
+        .await;
+    w.wait_routed("127.0.0.1", "/").await;
+    // One HTTP/1.1 request leaves its upstream connection idle in the pool.
+    let mut client = connect(&w).await;
+    let mut pending = Vec::new();
+    client.write_all(&get("/conn")).await.unwrap();
+    let first = read_response(&mut client, &mut pending, false).await;
+    let conn_of = |response: &str| {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("x-conn: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no x-conn in {response:?}"))
+    };
+    let pooled = conn_of(&first);
+
+    // An h2c request goes out over HTTP/1.1 on that same connection: one pool for both codecs
+    // (nothing else uses it meanwhile, so which connection it takes is certain).
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::get(format!("http://{}/conn", w.interceptor.proxy_addr()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = h2.request(req).await.expect("h2c to the proxy");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-conn"].to_str().unwrap(),
+        pooled,
+        "the h2c request took the HTTP/1.1 codec's pooled connection"
+    );
+    response.into_body().collect().await.expect("body");
+
+    // And gives it back once its response is complete. The check-in runs in a task and can
+    // lag behind the client's next request (which then opens a connection of its own), so
+    // count: twenty requests in a row need only a few connections, not twenty.
+    let base = backend.accepted();
+    for _ in 0..20 {
+        let req = http::Request::get(format!("http://{}/conn", w.interceptor.proxy_addr()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = h2.request(req).await.expect("h2c to the proxy");
+        assert_eq!(response.status(), http::StatusCode::OK);
+        response.into_body().collect().await.expect("body");
+    }
+    let new = backend.accepted() - base;
+    assert!(
+        new <= 10,
+        "{new} new upstream connections for 20 requests: connections are not checked in"
+    );
 }

@@ -364,7 +364,8 @@ pub(super) fn bad_gateway(message: String) -> Failure {
     Failure::Reply(Reply::error(StatusCode::BAD_GATEWAY, message))
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+/// A TCP connection to `addr` (with `TCP_NODELAY`), within `timeout`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;

@@ -26,5 +26,6 @@ pub(crate) mod rules;
 mod tunnel;
 
 pub(crate) use conn::{Outcome, Prefixed, serve};
+pub(crate) use exchange::connect;
 #[cfg(test)]
 pub(crate) use request::parse_request;
