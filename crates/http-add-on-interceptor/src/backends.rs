@@ -57,8 +57,49 @@ pub struct Upstream {
     addr: SocketAddr,
     authority: Authority,
     outstanding: AtomicUsize,
-    /// Idle keep-alive connections of the HTTP/1.1 fast path, with when each became idle.
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// Idle keep-alive connections (both codecs' HTTP/1.1), with when each became idle.
+    idle: Mutex<Vec<(TcpStream, Instant, IdleSlot)>>,
+}
+
+/// The limit on idle pooled connections over all upstreams (`KEDA_HTTP_MAX_IDLE_CONNS`).
+#[derive(Debug)]
+pub struct IdleBudget {
+    idle: AtomicUsize,
+    max: usize,
+}
+
+/// One pooled connection's share of the [`IdleBudget`], given back when dropped.
+#[derive(Debug)]
+struct IdleSlot(Arc<IdleBudget>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.idle.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl IdleBudget {
+    /// At most `max` idle connections in all (0 = no limit, as Go's `MaxIdleConns`).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            idle: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Idle connections pooled now, over all upstreams.
+    pub fn idle(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    fn take_slot(self: &Arc<Self>) -> Option<IdleSlot> {
+        let taken = self
+            .idle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (self.max == 0 || n < self.max).then_some(n + 1)
+            });
+        taken.ok().map(|_| IdleSlot(self.clone()))
+    }
 }
 
 impl Upstream {
@@ -102,12 +143,12 @@ impl Upstream {
             // Oldest first: drop every connection idle for too long.
             let expired = idle
                 .iter()
-                .take_while(|(_, since)| now.saturating_duration_since(*since) > max_idle)
+                .take_while(|(_, since, _)| now.saturating_duration_since(*since) > max_idle)
                 .count();
             idle.drain(..expired);
         }
         let mut cx = Context::from_waker(Waker::noop());
-        while let Some((stream, _)) = idle.pop() {
+        while let Some((stream, _, _slot)) = idle.pop() {
             // An idle connection is readable only when the peer closed it (or misbehaved).
             // Readiness comes from the event loop, so this check costs no system call.
             if stream.poll_read_ready(&mut cx).is_pending() {
@@ -118,11 +159,14 @@ impl Upstream {
         None
     }
 
-    /// Returns a connection, idle since `now`, to the pool, keeping at most `max`.
-    pub fn put_idle(&self, stream: TcpStream, now: Instant, max: usize) {
+    /// Returns a connection, idle since `now`, to the pool, keeping at most `max` here and
+    /// within `budget` over all upstreams (beyond either, it is closed).
+    pub fn put_idle(&self, stream: TcpStream, now: Instant, max: usize, budget: &Arc<IdleBudget>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < max {
-            idle.push((stream, now));
+        if idle.len() < max
+            && let Some(slot) = budget.take_slot()
+        {
+            idle.push((stream, now, slot));
         }
     }
 
@@ -393,12 +437,13 @@ mod tests {
         };
         let t0 = Instant::now();
         let max_idle = Some(Duration::from_secs(90));
+        let budget = IdleBudget::new(0);
 
         let (old, _old_server) = connect().await;
-        upstream.put_idle(old, t0, 10);
+        upstream.put_idle(old, t0, 10, &budget);
         let (fresh, _fresh_server) = connect().await;
         let fresh_port = fresh.local_addr().unwrap().port();
-        upstream.put_idle(fresh, t0 + Duration::from_secs(60), 10);
+        upstream.put_idle(fresh, t0 + Duration::from_secs(60), 10, &budget);
         // At t0 + 100s the first is past 90s of idleness and is closed; the second is reused.
         let taken = upstream
             .take_idle(t0 + Duration::from_secs(100), max_idle)
@@ -414,16 +459,38 @@ mod tests {
         let (closing, closing_server) = connect().await;
         drop(closing_server);
         closing.readable().await.unwrap();
-        upstream.put_idle(closing, t0, 10);
+        upstream.put_idle(closing, t0, 10, &budget);
         assert!(upstream.take_idle(t0, max_idle).is_none());
 
         // At most `max` are kept.
         let (a, _a_server) = connect().await;
         let (b, _b_server) = connect().await;
-        upstream.put_idle(a, t0, 1);
-        upstream.put_idle(b, t0, 1);
+        upstream.put_idle(a, t0, 1, &budget);
+        upstream.put_idle(b, t0, 1, &budget);
         assert!(upstream.take_idle(t0, None).is_some());
         assert!(upstream.take_idle(t0, None).is_none());
+        assert_eq!(budget.idle(), 0, "every slot given back");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_limited_over_all_upstreams() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = (Upstream::new(addr), Upstream::new(addr));
+        let budget = IdleBudget::new(2);
+        let mut servers = Vec::new();
+        let t0 = Instant::now();
+        for upstream in [&a, &b, &a] {
+            let client = TcpStream::connect(addr).await.unwrap();
+            servers.push(listener.accept().await.unwrap().0);
+            upstream.put_idle(client, t0, 10, &budget);
+        }
+        assert_eq!(budget.idle(), 2, "the third one is closed");
+        assert!(a.take_idle(t0, None).is_some());
+        assert!(a.take_idle(t0, None).is_none());
+        assert_eq!(budget.idle(), 1);
+        drop(b);
+        assert_eq!(budget.idle(), 0, "a dropped upstream gives its slots back");
     }
 
     #[test]

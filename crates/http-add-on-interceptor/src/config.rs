@@ -33,6 +33,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Idle pooled connections kept per backend address (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`, 200).
     pub max_idle_conns_per_host: usize,
+    /// Idle pooled connections kept over all backends (`KEDA_HTTP_MAX_IDLE_CONNS`, 1000; 0 = no
+    /// limit).
+    pub max_idle_conns: usize,
     /// Pooled connections idle longer than this are closed; `None` = never
     /// (`KEDA_HTTP_IDLE_CONN_TIMEOUT`, 90s; 0 = never).
     pub idle_conn_timeout: Option<Duration>,
@@ -112,6 +115,7 @@ impl Default for Config {
             readiness_timeout: None,
             connect_timeout: Duration::from_millis(500),
             max_idle_conns_per_host: 200,
+            max_idle_conns: 1000,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_secs(5),
@@ -147,6 +151,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_IDLE_TIMEOUT",
     "KEDA_HTTP_LOG_REQUESTS",
     "KEDA_HTTP_MAX_HEADER_BYTES",
+    "KEDA_HTTP_MAX_IDLE_CONNS",
     "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
     "KEDA_HTTP_PROXY_PORT",
     "KEDA_HTTP_PROXY_TLS_CERT_PATH",
@@ -267,6 +272,7 @@ impl Config {
                 "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
                 d.max_idle_conns_per_host,
             )?,
+            max_idle_conns: env.parse("KEDA_HTTP_MAX_IDLE_CONNS", d.max_idle_conns)?,
             idle_conn_timeout: non_zero(
                 env.duration("KEDA_HTTP_IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
             ),
@@ -362,6 +368,7 @@ mod tests {
             ("KEDA_HTTP_READINESS_TIMEOUT", "20s"),
             ("KEDA_HTTP_CONNECT_TIMEOUT", "250ms"),
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "7"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS", "70"),
             ("KEDA_HTTP_IDLE_CONN_TIMEOUT", "0s"),
             ("KEDA_HTTP_DRAIN_TIMEOUT", "3s"),
             ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(c.readiness_timeout, Some(Duration::from_secs(20)));
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.max_idle_conns_per_host, 7);
+        assert_eq!(c.max_idle_conns, 70);
         assert_eq!(c.idle_conn_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.shutdown_delay, Duration::ZERO);

@@ -571,12 +571,13 @@ impl Hyper {
             } else {
                 let pool = upstream.clone();
                 let max = config.max_idle_conns_per_host;
+                let budget = self.policy.idle.clone();
                 tokio::spawn(async move {
                     let parts = conn.without_shutdown().await;
                     let complete = checked_in.await.unwrap_or(false);
                     match parts {
                         Ok(parts) if complete && parts.read_buf.is_empty() => {
-                            pool.put_idle(parts.io.into_inner(), Instant::now(), max);
+                            pool.put_idle(parts.io.into_inner(), Instant::now(), max, &budget);
                         }
                         Ok(parts) => {
                             tracing::debug!(upstream = %pool.addr(), complete, left = parts.read_buf.len(), "not pooling");

@@ -297,6 +297,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 stream,
                 Instant::now(),
                 policy.config.max_idle_conns_per_host,
+                &policy.idle,
             );
         } else {
             tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 pub(crate) use reply::Reply;
 pub(crate) use tally::Tally;
 
-use crate::backends::{Backend, Readiness, Upstream};
+use crate::backends::{Backend, IdleBudget, Readiness, Upstream};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routes::{RouteEntry, Table};
@@ -45,6 +45,8 @@ pub struct Policy {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
     draining: Arc<AtomicBool>,
+    /// Idle upstream connections over all endpoints (`KEDA_HTTP_MAX_IDLE_CONNS`).
+    pub(crate) idle: Arc<IdleBudget>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -88,6 +90,7 @@ impl Policy {
         draining: Arc<AtomicBool>,
     ) -> Self {
         Self {
+            idle: IdleBudget::new(config.max_idle_conns),
             table,
             table_changed,
             metrics,

@@ -217,6 +217,8 @@ spec:
             - name: KEDA_HTTP_REQUEST_TIMEOUT
               value: {{ . | quote }}
             {{- end }}
+            - name: KEDA_HTTP_MAX_IDLE_CONNS
+              value: {{ .Values.interceptor.maxIdleConns | quote }}
             - name: KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST
               value: {{ .Values.interceptor.maxIdleConnsPerHost | quote }}
             - name: KEDA_HTTP_DIRECT_POD_ROUTING
