@@ -473,3 +473,37 @@ pub fn hso(name: &str, hosts: &[&str], paths: &[&str], service: &str, port: Valu
         "spec": { "hosts": hosts, "pathPrefixes": paths, "scaleTargetRef": target }
     })
 }
+
+/// A client connector that dials `0` (the proxy) whatever authority a request names, as
+/// `curl --connect-to` does: requests can then carry the routing host in their URI
+/// (`http://app.test/x`), from which the HTTP/1.1 client derives `Host` and the HTTP/2 client
+/// `:authority` — each protocol's own way of naming the host, as real clients send it.
+///
+/// `tonic::codegen::Service` is `tower_service::Service` (the trait hyper-util's connectors
+/// implement), re-exported by a crate already in the build through `http-add-on-types`.
+#[derive(Clone, Copy, Debug)]
+pub struct DialProxy(pub SocketAddr);
+
+impl tonic::codegen::Service<http::Uri> for DialProxy {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let addr = self.0;
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
