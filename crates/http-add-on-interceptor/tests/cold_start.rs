@@ -284,7 +284,7 @@ async fn readiness_timeout_answers_504_and_fallbacks_take_over() {
         "spec": {
             "target": { "service": "cold", "port": 80 },
             "rules": [{ "hosts": ["timeout.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "timeouts": { "readiness": "200ms" }
         }
     }))
@@ -295,7 +295,7 @@ async fn readiness_timeout_answers_504_and_fallbacks_take_over() {
         "spec": {
             "target": { "service": "cold", "port": 80 },
             "rules": [{ "hosts": ["fallback.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "coldStart": { "fallback": { "service": { "name": "fb", "port": 80 } } },
             "timeouts": { "readiness": "200ms" }
         }
@@ -340,7 +340,7 @@ async fn placeholder_and_static_routes() {
         "spec": {
             "target": { "service": "cold", "port": 80 },
             "rules": [{ "hosts": ["ph.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "coldStart": { "placeholder": { "response": { "statusCode": 503, "body": "warming up", "headers": { "retry-after": "5" } } } }
         }
     }))
@@ -351,7 +351,7 @@ async fn placeholder_and_static_routes() {
         "spec": {
             "target": { "service": "warm", "port": 80 },
             "rules": [{ "hosts": ["static.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "staticRoutes": [
                 { "rules": [{ "paths": [{ "value": "/robots.txt" }] }], "responseMode": "Always",
                   "response": { "statusCode": 200, "body": "User-agent: *" } },
@@ -392,7 +392,7 @@ async fn placeholder_and_static_routes() {
         "spec": {
             "target": { "service": "cold", "port": 80 },
             "rules": [{ "hosts": ["pages.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "staticRoutes": [
                 { "rules": [{ "paths": [{ "value": "/maintenance" }] }], "responseMode": "Always",
                   "response": { "statusCode": 503, "bodyFromConfigMap": { "name": "pages", "key": "maint.txt" } } },
@@ -441,7 +441,7 @@ async fn placeholder_and_static_routes() {
         "spec": {
             "target": { "service": "cold", "port": 80 },
             "rules": [{ "hosts": ["pages2.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "staticRoutes": [
                 { "rules": [{ "paths": [{ "value": "/" }] }], "responseMode": "Always",
                   "response": { "bodyFromConfigMap": { "name": "pages", "key": "gone.txt" } } }

@@ -410,7 +410,7 @@ async fn readiness_timeout(proto: Proto) -> Transcript {
             "spec": {
                 "target": { "service": "cold", "port": 80 },
                 "rules": [{ "hosts": ["timeout.test"] }],
-                "scalingMetric": { "concurrency": {} },
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
                 "timeouts": { "readiness": "200ms" }
             }
         }))
@@ -470,7 +470,7 @@ async fn fallback(proto: Proto) -> Transcript {
             "spec": {
                 "target": { "service": "cold", "port": 80 },
                 "rules": [{ "hosts": ["fallback.test"] }],
-                "scalingMetric": { "concurrency": {} },
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
                 "coldStart": { "fallback": { "service": { "name": "fb", "port": 80 } } },
                 "timeouts": { "readiness": "200ms" }
             }
@@ -527,7 +527,7 @@ async fn statics(proto: Proto) -> Transcript {
             "spec": {
                 "target": { "service": "cold", "port": 80 },
                 "rules": [{ "hosts": ["ph.test"] }],
-                "scalingMetric": { "concurrency": {} },
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
                 "coldStart": { "placeholder": { "response": {
                     "statusCode": 503, "body": "warming up", "headers": { "retry-after": "5" } } } }
             }
@@ -540,7 +540,7 @@ async fn statics(proto: Proto) -> Transcript {
             "spec": {
                 "target": { "service": "warm", "port": 80 },
                 "rules": [{ "hosts": ["static.test"] }],
-                "scalingMetric": { "concurrency": {} },
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
                 "staticRoutes": [
                     { "rules": [{ "paths": [{ "value": "/robots.txt" }] }], "responseMode": "Always",
                       "response": { "statusCode": 200, "body": "User-agent: *" } },
@@ -620,7 +620,7 @@ async fn response_header_timeout(proto: Proto) -> Transcript {
             "spec": {
                 "target": { "service": "svc", "port": 80 },
                 "rules": [{ "hosts": ["slow.test"] }],
-                "scalingMetric": { "concurrency": {} },
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
                 "timeouts": { "responseHeader": "200ms" }
             }
         }))

@@ -50,7 +50,7 @@ async fn routes_by_host_wildcard_path_header_and_port_name() {
         "spec": {
             "target": { "service": "svc-d", "port": 80 },
             "rules": [{ "hosts": ["app.example.com"], "headers": [{ "name": "x-canary", "value": "1" }] }],
-            "scalingMetric": { "concurrency": {} }
+            "scalingMetric": { "concurrency": { "targetValue": 100 } }
         }
     }))
     .await;
@@ -340,7 +340,7 @@ async fn backend_failures_and_timeouts_answer_502_and_504_with_a_cause() {
         "spec": {
             "target": { "service": "svc-slow", "port": 80 },
             "rules": [{ "hosts": ["slow.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "timeouts": { "responseHeader": "200ms" }
         }
     }))
@@ -351,7 +351,7 @@ async fn backend_failures_and_timeouts_answer_502_and_504_with_a_cause() {
         "spec": {
             "target": { "service": "svc-slow", "port": 80 },
             "rules": [{ "hosts": ["deadline.test"] }],
-            "scalingMetric": { "concurrency": {} },
+            "scalingMetric": { "concurrency": { "targetValue": 100 } },
             "timeouts": { "request": "200ms" }
         }
     }))

@@ -1,5 +1,6 @@
 //! Behaviour of the simulated API server's CRD schema handling: defaulting, pruning, OpenAPI
-//! validation and CEL rules, checked through `schema::validate` and the rendered messages.
+//! validation and CEL rules, checked through `schema::validate` and the rendered messages (and
+//! the API server's 422 for one chart CRD case).
 
 use http_add_on_sim::schema::{FieldError, FieldErrorKind, validate};
 use serde_json::{Value, json};
@@ -767,12 +768,14 @@ fn chart_interceptor_route_crd_defaults_and_rules() {
     };
     let obj = run(
         &schema,
-        route(json!({"target": {"service": "app", "port": 8080}, "scalingMetric": {"requestRate": {}}})),
+        route(
+            json!({"target": {"service": "app", "port": 8080}, "scalingMetric": {"requestRate": {"targetValue": 7}}}),
+        ),
     )
     .unwrap();
     assert_eq!(
         obj["spec"]["scalingMetric"]["requestRate"],
-        json!({"targetValue": 100, "window": "1m", "granularity": "1s"})
+        json!({"targetValue": 7, "window": "1m", "granularity": "1s"})
     );
     assert_eq!(obj["metadata"]["namespace"], "default");
 
@@ -802,6 +805,112 @@ fn chart_interceptor_route_crd_defaults_and_rules() {
         errs.iter()
             .any(|e| e.starts_with("spec.target.port: Invalid value: 0")),
         "{errs:?}"
+    );
+}
+
+/// An InterceptorRoute manifest with `scalingMetric` set to `metric`.
+fn route_with_metric(metric: Value) -> Value {
+    json!({"apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+           "metadata": {"name": "r", "namespace": "default"},
+           "spec": {"target": {"service": "app", "port": 8080}, "scalingMetric": metric}})
+}
+
+/// Upstream 0.16: both `targetValue`s are required, with no default, and at least 1.
+#[test]
+fn chart_interceptor_route_target_values_are_required_and_positive() {
+    let schema = chart_crd_schema("http.keda.sh_interceptorroutes.yaml", "v1beta1");
+    for metric in ["concurrency", "requestRate"] {
+        let field = format!("spec.scalingMetric.{metric}.targetValue");
+        assert_eq!(
+            errors(&schema, route_with_metric(json!({metric: {}}))),
+            [format!("{field}: Required value")],
+            "{metric}: no default fills targetValue in"
+        );
+        assert_eq!(
+            errors(
+                &schema,
+                route_with_metric(json!({metric: {"targetValue": 0}}))
+            ),
+            [format!(
+                "{field}: Invalid value: 0: {field} in body should be greater than or equal to 1"
+            )]
+        );
+        let obj = run(
+            &schema,
+            route_with_metric(json!({metric: {"targetValue": 5}})),
+        )
+        .unwrap();
+        assert_eq!(obj["spec"]["scalingMetric"][metric]["targetValue"], 5);
+    }
+}
+
+/// The same through the simulated API server once the chart's CRD is registered: 422 Invalid,
+/// as kube-apiserver answers.
+#[tokio::test]
+async fn interceptor_route_without_target_value_is_a_422() {
+    use http_add_on_sim::{Sim, SimConfig};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    let sim = Sim::start(SimConfig::apiserver_only())
+        .await
+        .expect("sim starts");
+    let path = format!(
+        "{}/../../charts/keda-http-add-on/files/crds/http.keda.sh_interceptorroutes.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    Api::<CustomResourceDefinition>::all(sim.client())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD registered");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("http.keda.sh", "v1beta1", "InterceptorRoute"),
+        "interceptorroutes",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(sim.client(), "default", &ar);
+    let create = |metric: Value| {
+        let api = api.clone();
+        async move {
+            let obj: DynamicObject = serde_json::from_value(route_with_metric(metric)).unwrap();
+            api.create(&PostParams::default(), &obj).await
+        }
+    };
+    let status = |result: Result<DynamicObject, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    };
+
+    let err = status(create(json!({"concurrency": {}})).await);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "InterceptorRoute.http.keda.sh \"r\" is invalid: \
+         spec.scalingMetric.concurrency.targetValue: Required value"
+    );
+    let causes = err.details.unwrap().causes;
+    assert_eq!(
+        causes[0].field,
+        "spec.scalingMetric.concurrency.targetValue"
+    );
+
+    let err = status(create(json!({"concurrency": {"targetValue": 0}})).await);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message
+            .contains("spec.scalingMetric.concurrency.targetValue: Invalid value: 0"),
+        "{}",
+        err.message
+    );
+
+    let created = create(json!({"concurrency": {"targetValue": 5}}))
+        .await
+        .expect("targetValue 5 is accepted");
+    assert_eq!(
+        created.data["spec"]["scalingMetric"]["concurrency"]["targetValue"],
+        5
     );
 }
 

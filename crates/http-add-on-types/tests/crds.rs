@@ -253,7 +253,7 @@ metadata: {name: web}
 spec:
   target: {service: web, port: 80}
   scalingMetric:
-    requestRate: {}
+    requestRate: {targetValue: 100}
 "#;
     let ir: InterceptorRoute = from_yaml(manifest);
     assert!(ir.spec.rules.is_empty());

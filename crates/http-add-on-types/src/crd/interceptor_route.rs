@@ -144,8 +144,7 @@ pub struct ScalingMetricSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConcurrencyTargetSpec {
-    /// Target requests in flight per replica (default 100).
-    #[serde(default = "default_target_value")]
+    /// Target requests in flight per replica; required, no default (as upstream).
     #[schemars(extend("minimum" = 1))]
     pub target_value: i32,
 }
@@ -154,8 +153,7 @@ pub struct ConcurrencyTargetSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRateTargetSpec {
-    /// Target requests per second per replica (default 100).
-    #[serde(default = "default_target_value")]
+    /// Target requests per second per replica; required, no default (as upstream).
     #[schemars(extend("minimum" = 1))]
     pub target_value: i32,
     /// Sliding window the rate is computed over (default `1m`).
@@ -164,10 +162,6 @@ pub struct RequestRateTargetSpec {
     /// Bucket size within the window (default `1s`).
     #[serde(default = "default_granularity")]
     pub granularity: String,
-}
-
-fn default_target_value() -> i32 {
-    100
 }
 
 /// Behaviour while the target has no ready endpoint; at least one of the two.
@@ -300,4 +294,42 @@ pub struct InterceptorRouteStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Upstream 0.16 requires both `targetValue`s: no serde default fills them in, and the
+    /// schema lists them as required (so the API server rejects a manifest without one).
+    #[test]
+    fn target_values_are_required() {
+        let missing = serde_json::from_value::<ScalingMetricSpec>(json!({"concurrency": {}}));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `targetValue`")
+        );
+        let missing = serde_json::from_value::<ScalingMetricSpec>(json!({"requestRate": {}}));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `targetValue`")
+        );
+
+        let crd = serde_json::to_value(InterceptorRoute::crd()).unwrap();
+        let metric = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["scalingMetric"]["properties"];
+        for name in ["concurrency", "requestRate"] {
+            assert_eq!(metric[name]["required"], json!(["targetValue"]), "{name}");
+            let target = &metric[name]["properties"]["targetValue"];
+            assert_eq!(target["default"], Value::Null, "{name}: no default");
+            assert_eq!(target["minimum"], json!(1.0), "{name}");
+        }
+    }
 }

@@ -115,7 +115,7 @@ metadata: {name: app, namespace: ns}
 spec:
   target: {service: app-v2, port: 80}
   rules: [{hosts: [app.example.com], paths: [{value: /}]}]
-  scalingMetric: {concurrency: {}}
+  scalingMetric: {concurrency: {targetValue: 100}}
 "#);
         let catch_all = ir(r#"
 apiVersion: http.keda.sh/v1beta1
@@ -123,7 +123,7 @@ kind: InterceptorRoute
 metadata: {name: default, namespace: other}
 spec:
   target: {service: web, port: 80}
-  scalingMetric: {concurrency: {}}
+  scalingMetric: {concurrency: {targetValue: 100}}
 "#);
         assert_eq!(created_seconds(&a), 1_767_225_600);
         assert_eq!(
