@@ -258,8 +258,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         };
 
         // The body: what is buffered goes out with the head, then relay until it ends. The
-        // tally settles before the last bytes go out, so a client that reads its response and
-        // then looks at the counts sees this request accounted for.
+        // tally settles and the upstream connection returns to the pool before the last bytes
+        // go out, so a client that reads its response and then looks at the counts, or sends
+        // its next request, finds both done.
         // Nothing reached the client yet: a malformed start of the body is still a clean 502.
         let mut done = match self.take_body(&mut framing) {
             Ok(done) => done,
@@ -270,14 +271,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 )));
             }
         };
+        let mut stream = Some(stream);
+        let reusable = upstream_reusable;
+        let finish = |this: &mut Self, stream: &mut Option<TcpStream>, framing: &Framing| {
+            let Some(stream) = stream.take() else { return };
+            if reusable && framing.is_done() && this.ubuf.is_empty() {
+                let config = &policy.config;
+                upstream.put_idle(
+                    stream,
+                    Instant::now(),
+                    config.max_idle_conns_per_host,
+                    &policy.idle,
+                );
+            } else {
+                tracing::debug!(upstream = %upstream.addr(), reusable, done = framing.is_done(), left = this.ubuf.len(), "not pooling");
+            }
+        };
         if done {
             tally.settle(code);
+            finish(self, &mut stream, &framing);
         }
         if send(&mut self.client, &self.out).await.is_err() {
             return Err(Failure::Aborted);
         }
-        while !done {
-            match self.read_upstream(&mut stream, None).await {
+        while let Some(upstream_stream) = stream.as_mut() {
+            match self.read_upstream(upstream_stream, None).await {
                 Ok(()) => {}
                 Err(Stalled::Eof) if matches!(framing, Framing::UntilClose) => break,
                 Err(_) => return Err(Failure::Aborted),
@@ -286,22 +304,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             done = self.take_body(&mut framing)?;
             if done {
                 tally.settle(code);
+                finish(self, &mut stream, &framing);
             }
             if send(&mut self.client, &self.out).await.is_err() {
                 return Err(Failure::Aborted);
             }
         }
         tally.settle(code);
-        if upstream_reusable && framing.is_done() && self.ubuf.is_empty() {
-            upstream.put_idle(
-                stream,
-                Instant::now(),
-                policy.config.max_idle_conns_per_host,
-                &policy.idle,
-            );
-        } else {
-            tracing::debug!(upstream = %upstream.addr(), upstream_reusable, done = framing.is_done(), left = self.ubuf.len(), "not pooling");
-        }
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
 

@@ -1,247 +1,35 @@
 //! The hyper codec: HTTP/2 (h2 by ALPN on the TLS listener, h2c with prior knowledge on the
 //! plain one), and the HTTP/1.1 connections the HTTP/1.1 codec leaves to hyper (see
 //! [`crate::h1`]). It converts between hyper's requests and responses and the request policy
-//! ([`crate::request`]), which decides everything else; backends are reached through hyper's
-//! client (HTTP/1.1, or h2c for `appProtocol: kubernetes.io/h2c`).
+//! ([`crate::request`]), which decides everything else; HTTP/1.1 backends are reached over the
+//! endpoints' own pools ([`upstream`]), h2c ones (`appProtocol: kubernetes.io/h2c`) through
+//! hyper's h2 client.
+
+mod body;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::backends::{Backend, Upstream};
+use crate::backends::Backend;
 use crate::headers::{self, COLD_START};
 use crate::metrics::method_label;
 use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route, Tally, backend_failed};
 use crate::routes::RouteEntry;
 
-/// Errors forwarding a body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of every response of this codec: the backend's streamed body or a reply's, with
-/// the request's tally, which settles as the last bytes are handed to hyper.
-pub struct ProxyBody {
-    inner: Inner,
-    tally: Option<(Tally, u16)>,
-    /// Told `true` once the backend's body is complete, so its connection may be pooled.
-    checkin: Option<oneshot::Sender<bool>>,
-    _active: Option<crate::idle::Active>,
-}
-
-enum Inner {
-    Upstream(Incoming),
-    Full(Option<Bytes>),
-}
-
-impl ProxyBody {
-    fn new(inner: Inner, tally: Option<(Tally, u16)>) -> Self {
-        Self {
-            inner,
-            tally,
-            checkin: None,
-            _active: None,
-        }
-    }
-
-    /// Keeps the connection counted as busy until this body is finished or dropped.
-    pub(crate) fn hold(&mut self, active: crate::idle::Active) {
-        self._active = Some(active);
-    }
-
-    fn settle(&mut self) {
-        if let Some(checkin) = self.checkin.take() {
-            let _ = checkin.send(true);
-        }
-        if let Some((mut tally, status)) = self.tally.take() {
-            tally.settle(status);
-        }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = match &mut self.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Inner::Full(bytes) => Poll::Ready(
-                bytes
-                    .take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
-        };
-        match &polled {
-            Poll::Ready(None) => self.settle(),
-            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.settle(),
-            // A body cut short is not recorded (the tally drops unsettled) and its connection
-            // is not pooled.
-            Poll::Ready(Some(Err(_))) => {
-                self.tally = None;
-                self.checkin = None;
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Upstream(body) => body.is_end_stream(),
-            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Upstream(body) => body.size_hint(),
-            Inner::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        // A body hyper never had to poll (HEAD, 204, empty) is complete when dropped.
-        if self.is_end_stream() {
-            self.settle();
-        }
-    }
-}
-
-/// The request body sent upstream. If it is dropped before its first poll (the connection
-/// could not be made), it hands the inner body back through `reclaim` for a retry. A body that
-/// fails (malformed, or no progress within the request body timeout) says so in `failure`, so
-/// the client gets a 400 or 408 rather than a 502.
-pub struct OutBody {
-    inner: Option<Incoming>,
-    reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
-    polled: bool,
-    progress: Option<Duration>,
-    /// Armed the first time the inbound body has nothing ready.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    waiting: bool,
-    failure: Arc<BodyFailure>,
-}
-
-/// Why an inbound request body ended early (set once, read after the upstream request failed).
-#[derive(Default)]
-struct BodyFailure(std::sync::atomic::AtomicU8);
-
-impl BodyFailure {
-    const MALFORMED: u8 = 1;
-    const TIMED_OUT: u8 = 2;
-
-    fn set(&self, why: u8) {
-        self.0.store(why, Ordering::Release);
-    }
-
-    /// The client's fault, as a status and a message, if the body failed.
-    fn response(&self) -> Option<(StatusCode, &'static str)> {
-        match self.0.load(Ordering::Acquire) {
-            Self::MALFORMED => Some((
-                StatusCode::BAD_REQUEST,
-                "malformed request body (invalid chunked encoding or cut short)",
-            )),
-            Self::TIMED_OUT => Some((
-                StatusCode::REQUEST_TIMEOUT,
-                "timed out reading the request body",
-            )),
-            _ => None,
-        }
-    }
-}
-
-/// The request body made no progress within the request body timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("no request body bytes within the request body timeout")]
-struct BodyTimedOut;
-
-impl Body for OutBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.polled = true;
-        let this = &mut *self;
-        let Some(body) = &mut this.inner else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Err(error))) => {
-                this.failure.set(BodyFailure::MALFORMED);
-                Poll::Ready(Some(Err(error.into())))
-            }
-            Poll::Pending => {
-                let Some(limit) = this.progress else {
-                    return Poll::Pending;
-                };
-                let deadline = Instant::now() + limit;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.waiting {
-                    timer.as_mut().reset(deadline);
-                    this.waiting = true;
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    this.failure.set(BodyFailure::TIMED_OUT);
-                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.waiting = false;
-                ready.map_err(Into::into)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
-    }
-}
-
-impl Drop for OutBody {
-    fn drop(&mut self) {
-        if !self.polled
-            && let (Some(slot), Some(body)) = (&self.reclaim, self.inner.take())
-            && let Ok(mut slot) = slot.lock()
-        {
-            *slot = Some(body);
-        }
-    }
-}
+use body::{BodyFailure, Inner};
+pub use body::{BoxError, OutBody, ProxyBody};
+use upstream::Pooled;
 
 type HttpClient = Client<HttpConnector, OutBody>;
 
@@ -270,7 +58,7 @@ impl std::fmt::Debug for Hyper {
 fn response(reply: Reply, tally: Option<Tally>) -> Response<ProxyBody> {
     let status = reply.status;
     let tally = tally.map(|t| (t, status.as_u16()));
-    let mut response = Response::new(ProxyBody::new(Inner::Full(Some(reply.body)), tally));
+    let mut response = Response::new(ProxyBody::new(Inner::Full(Some(reply.body)), tally, None));
     *response.status_mut() = status;
     *response.headers_mut() = *reply.headers;
     response
@@ -381,7 +169,7 @@ impl Hyper {
         let forwarded = self
             .forward(&entry, &backend, remote, req, host, &deadlines, &mut tally)
             .await;
-        let (mut upstream, checkin) = match forwarded {
+        let (mut upstream, pooled) = match forwarded {
             Ok(upstream) => upstream,
             Err(reply) => {
                 let mut response = response(reply, Some(tally));
@@ -410,16 +198,17 @@ impl Hyper {
         if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
             // The request stays in flight until the upgraded connection closes.
             tokio::spawn(tunnel(client, upstream, tally));
-            return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None));
+            return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None, None));
         }
-        let mut body = ProxyBody::new(Inner::Upstream(incoming), Some((tally, status)));
-        body.checkin = checkin;
-        Response::from_parts(parts, body)
+        Response::from_parts(
+            parts,
+            ProxyBody::new(Inner::Upstream(incoming), Some((tally, status)), pooled),
+        )
     }
 
     /// Sends the request to an endpoint of `backend` (another one after a failed connect, as
     /// [`Attempts`] allows) and returns the response head (with the check-in of its pooled
-    /// connection), or the reply that says why not.
+    /// connection, for its body to drive), or the reply that says why not.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -430,7 +219,7 @@ impl Hyper {
         host: HeaderValue,
         deadlines: &Deadlines,
         tally: &mut Tally,
-    ) -> Result<(Response<Incoming>, Option<oneshot::Sender<bool>>), Reply> {
+    ) -> Result<(Response<Incoming>, Option<Pooled>), Reply> {
         let state = backend.state();
         let (mut parts, body) = req.into_parts();
         let upgrade = headers::upgrade_protocol(&parts.headers).cloned();
@@ -510,7 +299,14 @@ impl Hyper {
                             }
                         })
                 } else {
-                    self.send_pooled(&upstream, out, upgrade.is_some()).await
+                    upstream::send(
+                        &self.policy.config,
+                        &self.policy.idle,
+                        &upstream,
+                        out,
+                        upgrade.is_some(),
+                    )
+                    .await
                 }
             };
             let result = match deadlines.response_head(entry, Instant::now()) {
@@ -533,77 +329,6 @@ impl Hyper {
                     }
                     return Err(backend_failed(&upstream, &error));
                 }
-            }
-        }
-    }
-
-    /// Sends `req` on an HTTP/1.1 connection of `upstream`'s pool, the one the HTTP/1.1 codec
-    /// uses too (a new one when none is idle; a stale pooled one is replaced once, when hyper
-    /// hands the unsent request back). The connection returns to the pool after a complete
-    /// keep-alive response, when the returned check-in is told so.
-    async fn send_pooled(
-        &self,
-        upstream: &Arc<Upstream>,
-        mut req: Request<OutBody>,
-        upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<oneshot::Sender<bool>>), Sent> {
-        let config = &self.policy.config;
-        let mut pooled = upstream.take_idle(Instant::now(), config.idle_conn_timeout);
-        loop {
-            let reused = pooled.is_some();
-            let stream = match pooled.take() {
-                Some(stream) => stream,
-                None => crate::h1::connect(upstream.addr(), config.connect_timeout)
-                    .await
-                    .map_err(|error| Sent::Connect(error.to_string()))?,
-            };
-            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|error| Sent::Failed(source_chain(&error)))?;
-            let (checkin, checked_in) = oneshot::channel::<bool>();
-            if upgrade {
-                tokio::spawn(async move {
-                    if let Err(error) = conn.with_upgrades().await {
-                        tracing::debug!(%error, "upstream connection failed");
-                    }
-                });
-            } else {
-                let pool = upstream.clone();
-                let max = config.max_idle_conns_per_host;
-                let budget = self.policy.idle.clone();
-                tokio::spawn(async move {
-                    let parts = conn.without_shutdown().await;
-                    let complete = checked_in.await.unwrap_or(false);
-                    match parts {
-                        Ok(parts) if complete && parts.read_buf.is_empty() => {
-                            pool.put_idle(parts.io.into_inner(), Instant::now(), max, &budget);
-                        }
-                        Ok(parts) => {
-                            tracing::debug!(upstream = %pool.addr(), complete, left = parts.read_buf.len(), "not pooling");
-                        }
-                        Err(error) => tracing::debug!(%error, "upstream connection failed"),
-                    }
-                });
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    let keep_alive = response.version() == Version::HTTP_11
-                        && !response
-                            .headers()
-                            .get_all(header::CONNECTION)
-                            .iter()
-                            .flat_map(|v| crate::h1::rules::tokens(v.as_bytes()))
-                            .any(|t| t.eq_ignore_ascii_case(b"close"));
-                    return Ok((response, (keep_alive && !upgrade).then_some(checkin)));
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => {
-                        tracing::debug!(upstream = %upstream.addr(), "pooled connection was stale");
-                        req = unsent;
-                    }
-                    _ => return Err(Sent::Failed(source_chain(&error.into_error()))),
-                },
             }
         }
     }

@@ -1,0 +1,235 @@
+//! The hyper codec's bodies: [`ProxyBody`] (every response, settling the request's tally and
+//! driving the pooled upstream connection it is read from) and [`OutBody`] (every request body
+//! sent upstream, with the request body timeout).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::upstream::Pooled;
+use crate::request::Tally;
+
+/// Errors forwarding a body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response of this codec: the backend's streamed body or a reply's, with
+/// the request's tally, which settles as the last bytes are handed to hyper, and the pooled
+/// connection the backend's body is read from, which this body drives and checks in.
+pub struct ProxyBody {
+    inner: Inner,
+    tally: Option<(Tally, u16)>,
+    pooled: Option<Pooled>,
+    _active: Option<crate::idle::Active>,
+}
+
+pub(super) enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub(super) fn new(inner: Inner, tally: Option<(Tally, u16)>, pooled: Option<Pooled>) -> Self {
+        Self {
+            inner,
+            tally,
+            pooled,
+            _active: None,
+        }
+    }
+
+    /// Keeps the connection counted as busy until this body is finished or dropped.
+    pub(crate) fn hold(&mut self, active: crate::idle::Active) {
+        self._active = Some(active);
+    }
+
+    /// The body is complete: the request settles and its connection goes back to the pool.
+    fn complete(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            pooled.check_in();
+        }
+        if let Some((mut tally, status)) = self.tally.take() {
+            tally.settle(status);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(pooled) = &mut self.pooled {
+            pooled.drive(cx);
+        }
+        let polled = match &mut self.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        };
+        match &polled {
+            Poll::Ready(None) => self.complete(),
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.complete(),
+            // A body cut short is not recorded (the tally drops unsettled) and its connection
+            // is closed.
+            Poll::Ready(Some(Err(_))) => {
+                self.tally = None;
+                self.pooled = None;
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body hyper never had to poll (HEAD, 204, empty) is complete when dropped.
+        if self.is_end_stream() {
+            self.complete();
+        }
+    }
+}
+
+/// The request body sent upstream. If it is dropped before its first poll (the connection
+/// could not be made), it hands the inner body back through `reclaim` for a retry. A body that
+/// fails (malformed, or no progress within the request body timeout) says so in `failure`, so
+/// the client gets a 400 or 408 rather than a 502.
+pub struct OutBody {
+    pub(super) inner: Option<Incoming>,
+    pub(super) reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
+    pub(super) polled: bool,
+    pub(super) progress: Option<Duration>,
+    /// Armed the first time the inbound body has nothing ready.
+    pub(super) timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    pub(super) waiting: bool,
+    pub(super) failure: Arc<BodyFailure>,
+}
+
+/// Why an inbound request body ended early (set once, read after the upstream request failed).
+#[derive(Default)]
+pub(super) struct BodyFailure(std::sync::atomic::AtomicU8);
+
+impl BodyFailure {
+    const MALFORMED: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+
+    fn set(&self, why: u8) {
+        self.0.store(why, Ordering::Release);
+    }
+
+    /// The client's fault, as a status and a message, if the body failed.
+    pub(super) fn response(&self) -> Option<(StatusCode, &'static str)> {
+        match self.0.load(Ordering::Acquire) {
+            Self::MALFORMED => Some((
+                StatusCode::BAD_REQUEST,
+                "malformed request body (invalid chunked encoding or cut short)",
+            )),
+            Self::TIMED_OUT => Some((
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The request body made no progress within the request body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes within the request body timeout")]
+struct BodyTimedOut;
+
+impl Body for OutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.polled = true;
+        let this = &mut *self;
+        let Some(body) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                this.failure.set(BodyFailure::MALFORMED);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending => {
+                let Some(limit) = this.progress else {
+                    return Poll::Pending;
+                };
+                let deadline = Instant::now() + limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.failure.set(BodyFailure::TIMED_OUT);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.waiting = false;
+                ready.map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for OutBody {
+    fn drop(&mut self) {
+        if !self.polled
+            && let (Some(slot), Some(body)) = (&self.reclaim, self.inner.take())
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(body);
+        }
+    }
+}
