@@ -1,343 +1,173 @@
-//! `cargo xtask bench proxy`: the same backend reached directly, through the interceptor (one
-//! worker thread, and its default), through nginx and through HAProxy (one worker each, upstream
-//! keep-alive). Prints requests/s (closed loop), p50/p99/p99.9 latency at a fixed rate below
-//! saturation (open loop, corrected for coordinated omission), idle and peak RSS, and the ratios
-//! interceptor/direct and interceptor/nginx.
+//! `cargo xtask bench proxy`: the interceptor against nginx and HAProxy in front of the same
+//! HTTP/1.1 backend, one worker each pinned to its own core, over three inbound protocols, in
+//! one run, one section each:
 //!
-//! nginx, HAProxy and wrk are installed with apt-get when missing (as root); a proxy that still
-//! is not there is skipped with the reason. The load generator is the `bench_proxy` example of
-//! the interceptor crate; wrk, when present, adds a cross-check of the requests/s. On a machine
-//! with two or more cores the proxies run on core 0 and the backend and load generator on core 1.
+//! - **HTTP/1.1** (`http1`): also the backend reached directly and the interceptor with its
+//!   default worker threads; wrk (closed loop) and the built-in generator (closed loop, then
+//!   open loop at a fixed rate, corrected for coordinated omission).
+//! - **h2c** (`h2c`, HTTP/2 cleartext with prior knowledge): h2load, `-c` connections with
+//!   `-m` streams each, closed loop.
+//! - **HTTPS/1.1** (`https`, TLS terminated at the proxy): wrk over https; the certificate is
+//!   made at bench time with the openssl CLI (a throw-away CA and a P-256 leaf for
+//!   `bench.test`).
+//!
+//! The headline figure of each row is the proxy's CPU time per request (user + system of the
+//! process and its children, from /proc, over the wrk or h2load run): the proxies share the
+//! machine with the load generator and the backend, which can cap requests/s before a proxy's
+//! core is saturated. Beside it: requests/s, p50/p99/p99.9 at a fixed rate (open loop, the
+//! built-in generator speaking the section's protocol), idle and peak RSS, and per section the
+//! ratios interceptor/nginx and interceptor/haproxy of CPU per request and requests/s (plus
+//! interceptor/direct for HTTP/1.1); a summary puts the sections side by side.
+//!
+//! nginx, HAProxy, wrk, h2load (`nghttp2-client`) and openssl are installed with apt-get when
+//! missing (as root); a row whose proxy or load tool is still not there prints
+//! `skipped: <reason>` and the rest runs. The load generator is the `bench_proxy` example of
+//! the interceptor crate, which is also the backend. Every run and wait is bounded in time.
+//! Cores: the proxy on core 0 (the interceptor's default-threads row is not pinned); the
+//! backend and the load generators on core 1 (with three or more cores the load generators get
+//! core 2).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod clients;
+mod procs;
+mod report;
+mod targets;
 
-use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::bail;
+
+use clients::{Latency, Throughput};
+use procs::{Proc, cpu_seconds, ensure_tool, pinned, rss_kb};
+use targets::{Certs, NginxBuild, Running, Target};
 
 const HOST: &str = "bench.test";
 
-/// A child process killed (by its own pid) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
+/// Requests in flight of the fixed-rate latency runs (connections, or h2c streams in all).
+const LATENCY_SLOTS: usize = 32;
+
+/// An inbound protocol: one section of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 over TCP.
+    Http1,
+    /// HTTP/2 over TCP with prior knowledge.
+    H2c,
+    /// HTTP/1.1 over TLS, terminated at the proxy.
+    Https,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first so that a master process (nginx) stops its workers too.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+impl Protocol {
+    fn title(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::H2c => "h2c",
+            Protocol::Https => "HTTPS/1.1",
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({cmd:?})"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
+    /// For file names.
+    fn slug(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::Https => "https",
+        }
     }
 
-    /// Waits for a stdout line starting with `prefix` and returns it; other lines are echoed.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
-        let stdout = self.child.stdout.take().context("stdout not piped")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return Ok(line),
-                Ok(_) => {}
-                Err(_) => bail!("{} did not print {prefix:?} within {timeout:?}", self.name),
+    /// The rows of the section.
+    fn targets(self) -> &'static [Target] {
+        match self {
+            Protocol::Http1 => &[
+                Target::Direct,
+                Target::InterceptorOneThread,
+                Target::InterceptorDefault,
+                Target::Nginx,
+                Target::Haproxy,
+            ],
+            Protocol::H2c | Protocol::Https => {
+                &[Target::InterceptorOneThread, Target::Nginx, Target::Haproxy]
             }
         }
     }
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+/// The command line of `cargo xtask bench proxy`.
+pub(crate) struct Options {
+    /// Seconds per measurement.
+    pub(crate) seconds: u64,
+    /// Requests/s of the latency runs.
+    pub(crate) rate: u64,
+    /// Connections of wrk and of the built-in generator's closed loop (HTTP/1.1, HTTPS).
+    pub(crate) connections: usize,
+    /// h2load's connections (h2c).
+    pub(crate) h2_connections: usize,
+    /// h2load's concurrent streams per connection (h2c).
+    pub(crate) h2_streams: usize,
+    /// The sections to run, in this order.
+    pub(crate) protocols: Vec<Protocol>,
 }
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("could not run {cargo}"))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
+/// Everything a measurement needs: paths, cores, the backend and the tools (`Err` = why a tool
+/// is missing).
+pub(super) struct Bench {
+    opts: Options,
+    /// The `bench_proxy` example (backend, set-up, load generator).
+    tool: PathBuf,
+    release: PathBuf,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    backend: SocketAddr,
+    proxy_core: Option<u32>,
+    client_core: Option<u32>,
+    certs: Result<Certs, String>,
+    nginx: Result<(PathBuf, NginxBuild), String>,
+    haproxy: Result<PathBuf, String>,
+    wrk: Result<PathBuf, String>,
+    h2load: Result<PathBuf, String>,
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// The tool, installing `package` with apt-get when missing; `Err` is the reason it is absent.
-fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, String> {
-    if let Some(path) = which(tool) {
-        return Ok(path);
-    }
-    if which("apt-get").is_none() {
-        return Err(format!(
-            "{tool} is not installed and apt-get is not available"
-        ));
-    }
-    if !is_root() {
-        return Err(format!(
-            "{tool} is not installed and installing it needs root"
-        ));
-    }
-    eprintln!("installing {package} with apt-get");
-    let quiet = || {
-        let mut c = Command::new("apt-get");
-        c.env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null());
-        c
-    };
-    let _ = quiet().args(["update", "-qq"]).status();
-    let ok = quiet()
-        .args(["install", "-y", "-qq", "--no-install-recommends", package])
-        .status()
-        .is_ok_and(|s| s.success());
-    match which(tool) {
-        Some(path) => Ok(path),
-        None if ok => Err(format!("{package} installed but {tool} is not on PATH")),
-        None => Err(format!("apt-get install {package} failed")),
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Status code of `GET path` with `Host: host`, on a fresh connection.
-fn get_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-fn wait_status(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    want: u16,
-    what: &str,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if get_status(addr, host, path) == Some(want) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("{what} did not answer {want} on {addr}{path}")
-}
-
-/// `prefix` the command with `taskset -c <core>` when pinning is possible.
-fn pinned(program: &Path, core: Option<u32>) -> Command {
-    match (core, which("taskset")) {
-        (Some(core), Some(taskset)) => {
-            let mut c = Command::new(taskset);
-            c.arg("-c").arg(core.to_string()).arg(program);
-            c
-        }
-        _ => Command::new(program),
-    }
-}
-
-/// `pid` and its children (nginx and HAProxy serve from worker processes).
-fn family(pid: u32) -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let after = s.rsplit_once(')')?.1;
-                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect();
-    pids.push(pid);
-    pids
-}
-
-/// CPU time (user + system) used so far by `pid` and its children, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let ticks_per_second = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    let ticks: u64 = family(pid)
-        .into_iter()
-        .filter_map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // After the command: state is field 3, utime 14 and stime 15 (1-based, man proc).
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .sum();
-    ticks as f64 / ticks_per_second
-}
-
-/// Sum of `field` (kB) of `pid` and its children, from /proc.
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let read = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    family(pid).into_iter().map(read).sum::<u64>()
-}
-
-struct LoadResult {
-    rps: f64,
-    errors: u64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-}
-
-fn load(
-    tool: &Path,
-    core: Option<u32>,
-    addr: SocketAddr,
-    connections: usize,
-    seconds: u64,
-    rate: Option<u64>,
-) -> anyhow::Result<LoadResult> {
-    let mut cmd = pinned(tool, core);
-    cmd.args(["load", "--target", &addr.to_string(), "--host", HOST])
-        .args(["--connections", &connections.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .args(["--threads", "1"]);
-    if let Some(rate) = rate {
-        cmd.args(["--rate", &rate.to_string()]);
-    }
-    let out = cmd.output().context("running the load generator")?;
-    if !out.status.success() {
-        bail!(
-            "load generator failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("load generator output")?;
-    let ms = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1000.0;
-    Ok(LoadResult {
-        rps: v["rps"].as_f64().unwrap_or(0.0),
-        errors: v["errors"].as_u64().unwrap_or(0),
-        p50: ms("p50_us"),
-        p99: ms("p99_us"),
-        p999: ms("p999_us"),
-    })
-}
-
-fn wrk_rps(
-    wrk: &Path,
-    core: Option<u32>,
-    addr: SocketAddr,
-    connections: usize,
-    seconds: u64,
-) -> Option<f64> {
-    let out = pinned(wrk, core)
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
-        .args(["-H", &format!("Host: {HOST}")])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:")?.trim().parse().ok())
-}
-
-struct Row {
-    name: String,
-    rps: f64,
-    wrk: Option<f64>,
-    fixed: LoadResult,
+/// The figures of one row.
+pub(super) struct Figures {
+    /// Requests/s of wrk or h2load.
+    tool_rps: Option<f64>,
+    /// Requests/s of the built-in generator's closed loop (HTTP/1.1).
+    gen_rps: Option<f64>,
+    /// The proxy's CPU time per request during the wrk or h2load run, in microseconds.
+    cpu_us: Option<f64>,
+    /// The latency run at a fixed rate.
+    fixed: Latency,
     idle_kb: u64,
     peak_kb: u64,
-    /// CPU time of the proxy per request during the wrk run, in microseconds.
-    cpu_us: Option<f64>,
+    /// Failed requests of all runs of the row.
+    errors: u64,
 }
 
-/// Runs the comparison: `seconds` per measurement, `rate` requests/s for the latency run,
-/// `connections` keep-alive connections.
-pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result<()> {
-    cargo(&[
+pub(super) struct Row {
+    target: Target,
+    /// `Err` = "skipped: …" or "failed: …".
+    result: Result<Figures, String>,
+}
+
+pub(super) struct Section {
+    protocol: Protocol,
+    rows: Vec<Row>,
+}
+
+/// Runs the comparison.
+pub(crate) fn run(mut opts: Options) -> anyhow::Result<()> {
+    if opts.seconds == 0 || opts.connections == 0 || opts.h2_connections == 0 {
+        bail!("--seconds, --connections and --h2-connections must be at least 1");
+    }
+    let mut seen = Vec::new();
+    opts.protocols.retain(|p| {
+        let new = !seen.contains(p);
+        seen.push(*p);
+        new
+    });
+    crate::cargo(&[
         "build",
         "--release",
         "-p",
@@ -347,7 +177,7 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         "--example",
         "bench_proxy",
     ])?;
-    cargo(&[
+    crate::cargo(&[
         "build",
         "--release",
         "-p",
@@ -355,23 +185,23 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         "--bin",
         "http-add-on-sim",
     ])?;
-    let release = root().join("target/release");
+    let release = crate::workspace_root().join("target/release");
     let tool = release.join("examples/bench_proxy");
-    let dir = root().join("target/bench-proxy");
+    let dir = crate::workspace_root().join("target/bench-proxy");
     std::fs::create_dir_all(&dir)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (proxy_core, client_core) = if cores >= 2 {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
+    let (proxy_core, backend_core, client_core) = match cores {
+        0 | 1 => (None, None, None),
+        2 => (Some(0), Some(1), Some(1)),
+        _ => (Some(0), Some(1), Some(2)),
     };
 
-    let mut backend_cmd = pinned(&tool, client_core);
+    let mut backend_cmd = pinned(&tool, backend_core);
     backend_cmd
         .args(["backend", "--listen", "127.0.0.1:0", "--threads", "1"])
         .stdout(Stdio::piped());
-    let mut backend = Proc::spawn("backend", backend_cmd)?;
-    let backend_addr: SocketAddr = backend
+    let mut backend_proc = Proc::spawn("backend", backend_cmd)?;
+    let backend: SocketAddr = backend_proc
         .wait_line("listening ", Duration::from_secs(10))?
         .trim_start_matches("listening ")
         .parse()?;
@@ -390,252 +220,184 @@ pub(crate) fn run(seconds: u64, rate: u64, connections: usize) -> anyhow::Result
         .stdout(Stdio::piped());
     let mut sim = Proc::spawn("http-add-on-sim", sim_cmd)?;
     sim.wait_line("http-add-on-sim ready", Duration::from_secs(30))?;
-    let status = Command::new(&tool)
+    let mut setup = Command::new(&tool);
+    setup
         .args(["setup", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--backend", &backend_addr.to_string(), "--host", HOST])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("setting up the simulated cluster failed");
+        .args(["--backend", &backend.to_string(), "--host", HOST]);
+    let out = procs::output_within(setup, Duration::from_secs(60), "the cluster set-up")?;
+    if !out.status.success() {
+        bail!(
+            "setting up the simulated cluster failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
-    let wrk = match ensure_tool("wrk", "wrk") {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            println!("wrk cross-check skipped: {reason}");
-            None
-        }
+    let wants = |p: Protocol| opts.protocols.contains(&p);
+    fn not_needed<T>() -> Result<T, String> {
+        Err("not needed".to_owned())
+    }
+    let wrk = if wants(Protocol::Http1) || wants(Protocol::Https) {
+        ensure_tool("wrk", "wrk")
+    } else {
+        not_needed()
     };
-    let nginx = ensure_tool("nginx", "nginx-light");
+    let h2load = if wants(Protocol::H2c) {
+        ensure_tool("h2load", "nghttp2-client")
+    } else {
+        not_needed()
+    };
+    let certs = if wants(Protocol::Https) {
+        ensure_tool("openssl", "openssl").and_then(|openssl| {
+            targets::make_certs(&openssl, &dir.join("tls")).map_err(|e| format!("{e:#}"))
+        })
+    } else {
+        not_needed()
+    };
+    let nginx = ensure_tool("nginx", "nginx-light").map(|path| {
+        let build = targets::nginx_build(&path);
+        (path, build)
+    });
     let haproxy = ensure_tool("haproxy", "haproxy");
-
-    let mut rows = Vec::new();
-    let mut measure = |name: &str, addr: SocketAddr, pid: Option<u32>| -> anyhow::Result<()> {
-        eprintln!("measuring {name} at {addr}");
-        let idle_kb = pid.map_or(0, |p| rss_kb(p, "VmRSS:"));
-        let closed = load(&tool, client_core, addr, connections, seconds, None)?;
-        let cpu_before = pid.map(cpu_seconds);
-        let wrk = wrk
-            .as_deref()
-            .and_then(|w| wrk_rps(w, client_core, addr, connections, seconds));
-        let cpu_us = match (pid, cpu_before, wrk) {
-            (Some(pid), Some(before), Some(rps)) if rps > 0.0 => {
-                Some((cpu_seconds(pid) - before) * 1e6 / (rps * seconds as f64))
-            }
-            _ => None,
-        };
-        let fixed = load(
-            &tool,
-            client_core,
-            addr,
-            connections.min(32),
-            seconds,
-            Some(rate),
-        )?;
-        let peak_kb = pid.map_or(0, |p| rss_kb(p, "VmHWM:"));
-        if closed.errors + fixed.errors > 0 {
-            println!("{name}: {} errors", closed.errors + fixed.errors);
-        }
-        rows.push(Row {
-            name: name.to_owned(),
-            rps: closed.rps,
-            wrk,
-            fixed,
-            idle_kb,
-            peak_kb,
-            cpu_us,
-        });
-        Ok(())
+    let bench = Bench {
+        opts,
+        tool,
+        release,
+        dir,
+        kubeconfig,
+        backend,
+        proxy_core,
+        client_core,
+        certs,
+        nginx,
+        haproxy,
+        wrk,
+        h2load,
     };
 
-    measure("direct", backend_addr, None)?;
-
-    for (name, threads) in [
-        ("interceptor (1 thread)", Some("1")),
-        ("interceptor (default)", None),
-    ] {
-        let (proxy, admin, prom) = (free_port()?, free_port()?, free_port()?);
-        let mut cmd = pinned(
-            &release.join("interceptor"),
-            if threads.is_some() { proxy_core } else { None },
-        );
-        cmd.env("KUBECONFIG", &kubeconfig)
-            .env("KEDA_HTTP_PROXY_PORT", proxy.to_string())
-            .env("KEDA_HTTP_ADMIN_PORT", admin.to_string())
-            .env("OTEL_PROM_EXPORTER_PORT", prom.to_string())
-            .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
-            .env("RUST_LOG", "warn")
-            .env_remove("TOKIO_WORKER_THREADS")
-            .stdout(Stdio::null());
-        if let Some(t) = threads {
-            cmd.env("TOKIO_WORKER_THREADS", t);
-        }
-        let p = Proc::spawn(name, cmd)?;
-        let proxy_addr = SocketAddr::from(([127, 0, 0, 1], proxy));
-        wait_status(
-            SocketAddr::from(([127, 0, 0, 1], admin)),
-            "admin",
-            "/readyz",
-            200,
-            name,
-        )?;
-        wait_status(proxy_addr, HOST, "/", 200, name)?;
-        measure(name, proxy_addr, Some(p.pid()))?;
-    }
-
-    let nginx_result = match &nginx {
-        Ok(nginx) => (|| -> anyhow::Result<()> {
-            let port = free_port()?;
-            let ndir = dir.join("nginx");
-            std::fs::create_dir_all(ndir.join("logs"))?;
-            let conf = ndir.join("nginx.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "worker_processes 1;\ndaemon off;\npid {pid};\nerror_log stderr warn;\n\
-                     events {{ worker_connections 8192; }}\n\
-                     http {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {d}/cbt; proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
-                     \x20 upstream be {{ server {backend_addr}; keepalive 128; keepalive_requests 10000000; }}\n\
-                     \x20 server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}\n}}\n",
-                    pid = ndir.join("nginx.pid").display(),
-                    d = ndir.display(),
-                ),
-            )?;
-            let mut cmd = pinned(nginx, proxy_core);
-            cmd.arg("-p")
-                .arg(&ndir)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null());
-            let p = Proc::spawn("nginx", cmd)?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            wait_status(addr, HOST, "/", 200, "nginx")?;
-            measure("nginx (1 worker)", addr, Some(p.pid()))
-        })(),
-        Err(reason) => {
-            println!("nginx skipped: {reason}");
-            Ok(())
-        }
-    };
-    if let Err(error) = nginx_result {
-        println!("nginx failed: {error:#}");
-    }
-
-    let haproxy_result = match &haproxy {
-        Ok(haproxy) => (|| -> anyhow::Result<()> {
-            let port = free_port()?;
-            let conf = dir.join("haproxy.cfg");
-            std::fs::write(
-                &conf,
-                format!(
-                    "global\n  nbthread 1\n  maxconn 4096\n\
-                     defaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\
-                     frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
-                     backend be\n  server s1 {backend_addr}\n"
-                ),
-            )?;
-            let mut cmd = pinned(haproxy, proxy_core);
-            cmd.arg("-db").arg("-f").arg(&conf).stdout(Stdio::null());
-            let p = Proc::spawn("haproxy", cmd)?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            wait_status(addr, HOST, "/", 200, "haproxy")?;
-            measure("haproxy (1 thread)", addr, Some(p.pid()))
-        })(),
-        Err(reason) => {
-            println!("haproxy skipped: {reason}");
-            Ok(())
-        }
-    };
-    if let Err(error) = haproxy_result {
-        println!("haproxy failed: {error:#}");
-    }
+    let sections: Vec<Section> = bench
+        .opts
+        .protocols
+        .iter()
+        .map(|&protocol| run_section(&bench, protocol))
+        .collect();
     drop(sim);
-    drop(backend);
-
-    println!();
-    println!(
-        "{} keep-alive connections, {seconds}s per run; latency at {rate} req/s (open loop, {} connections)",
-        connections,
-        connections.min(32)
-    );
-    println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "target",
-        "wrk req/s",
-        "gen req/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "idle MB",
-        "peak MB",
-        "CPU us/req"
-    );
-    for r in &rows {
-        let mb = |kb: u64| {
-            if kb == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.1}", kb as f64 / 1024.0)
-            }
-        };
-        println!(
-            "{:<24} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>9} {:>10}",
-            r.name,
-            r.wrk.map_or("-".to_owned(), |w| format!("{w:.0}")),
-            r.rps,
-            r.fixed.p50,
-            r.fixed.p99,
-            r.fixed.p999,
-            mb(r.idle_kb),
-            mb(r.peak_kb),
-            r.cpu_us.map_or("-".to_owned(), |c| format!("{c:.1}")),
-        );
-    }
-    // Ratios use wrk's requests/s when every row has it (it loads harder than the built-in
-    // generator), else the built-in generator's.
-    let use_wrk = rows.iter().all(|r| r.wrk.is_some());
-    for r in &mut rows {
-        if use_wrk {
-            r.rps = r.wrk.unwrap_or(r.rps);
-        }
-    }
-    println!(
-        "ratios from {} requests/s",
-        if use_wrk {
-            "wrk"
-        } else {
-            "the built-in generator's"
-        }
-    );
-    let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
-    if let (Some(i), Some(d)) = (find("interceptor (1"), find("direct")) {
-        println!(
-            "interceptor/direct: {:.2}x req/s; added p99 {:.3} ms",
-            i.rps / d.rps,
-            i.fixed.p99 - d.fixed.p99
-        );
-    }
-    // The proxies share the machine with the load generator and the backend, which can cap
-    // requests/s before a proxy's core is saturated: CPU time per request compares the proxies'
-    // own cost (below 1 = the interceptor needs less CPU per request).
-    let cpu_ratio = |i: &Row, other: &Row| match (i.cpu_us, other.cpu_us) {
-        (Some(a), Some(b)) if b > 0.0 => format!("; CPU per request {:.2}x", a / b),
-        _ => String::new(),
-    };
-    if let (Some(i), Some(n)) = (find("interceptor (1"), find("nginx")) {
-        println!(
-            "interceptor/nginx: {:.2}x req/s{}",
-            i.rps / n.rps,
-            cpu_ratio(i, n)
-        );
-    }
-    if let (Some(i), Some(h)) = (find("interceptor (1"), find("haproxy")) {
-        println!(
-            "interceptor/haproxy: {:.2}x req/s{}",
-            i.rps / h.rps,
-            cpu_ratio(i, h)
-        );
-    }
+    drop(backend_proc);
+    report::print(&bench, &sections);
     Ok(())
+}
+
+/// The load tool a section cannot do without; `Err` = why it is missing.
+fn section_tool(bench: &Bench, protocol: Protocol) -> Result<(), String> {
+    let need = |name: &str, tool: &Result<PathBuf, String>| {
+        tool.as_ref()
+            .map(|_| ())
+            .map_err(|reason| format!("{name}: {reason}"))
+    };
+    match protocol {
+        // Without wrk the built-in generator's figures remain.
+        Protocol::Http1 => Ok(()),
+        Protocol::H2c => need("h2load", &bench.h2load),
+        Protocol::Https => need("wrk", &bench.wrk),
+    }
+}
+
+fn run_section(bench: &Bench, protocol: Protocol) -> Section {
+    let rows = protocol
+        .targets()
+        .iter()
+        .map(|&target| {
+            let result = section_tool(bench, protocol)
+                .and_then(|()| targets::available(bench, target, protocol))
+                .map_err(|reason| format!("skipped: {reason}"))
+                .and_then(|()| {
+                    eprintln!("measuring {} over {}", target.name(), protocol.title());
+                    targets::start(bench, target, protocol)
+                        .and_then(|running| measure(bench, protocol, &running))
+                        .map_err(|e| format!("failed: {e:#}"))
+                });
+            Row { target, result }
+        })
+        .collect();
+    Section { protocol, rows }
+}
+
+/// Runs `tool` and divides the CPU time `pid` used meanwhile by the requests it completed.
+fn with_cpu(
+    pid: Option<u32>,
+    tool: impl FnOnce() -> anyhow::Result<Throughput>,
+) -> anyhow::Result<(Throughput, Option<f64>)> {
+    let before = pid.map(cpu_seconds);
+    let throughput = tool()?;
+    let cpu_us = match (pid, before) {
+        (Some(pid), Some(before)) if throughput.requests > 0 => {
+            Some((cpu_seconds(pid) - before) * 1e6 / throughput.requests as f64)
+        }
+        _ => None,
+    };
+    Ok((throughput, cpu_us))
+}
+
+fn measure(bench: &Bench, protocol: Protocol, running: &Running) -> anyhow::Result<Figures> {
+    let opts = &bench.opts;
+    let (addr, pid) = (running.addr, running.pid());
+    let idle_kb = pid.map_or(0, |p| rss_kb(p, "VmRSS:"));
+    let rate = Some(opts.rate);
+    let (gen_rps, throughput, cpu_us, fixed, mut errors) = match protocol {
+        Protocol::Http1 => {
+            // Also the warm-up: connections opened, the proxy's upstream pool filled.
+            let closed = clients::generator(bench, addr, protocol, opts.connections, 1, None)?;
+            let wrk = match &bench.wrk {
+                Ok(wrk) => Some(with_cpu(pid, || {
+                    clients::wrk(wrk, bench, &format!("http://{addr}/"), opts.connections)
+                })?),
+                Err(_) => None,
+            };
+            let (throughput, cpu_us) = wrk.unzip();
+            let conns = opts.connections.min(LATENCY_SLOTS);
+            let fixed = clients::generator(bench, addr, protocol, conns, 1, rate)?;
+            (
+                Some(closed.rps),
+                throughput,
+                cpu_us.flatten(),
+                fixed,
+                closed.errors,
+            )
+        }
+        Protocol::H2c => {
+            let h2load = bench.h2load.as_ref().map_err(|r| anyhow::anyhow!("{r}"))?;
+            let conns = opts.h2_connections;
+            let streams = LATENCY_SLOTS.div_ceil(conns);
+            let fixed = clients::generator(bench, addr, protocol, conns, streams, rate)?;
+            let (throughput, cpu_us) = with_cpu(pid, || {
+                clients::h2load(
+                    h2load,
+                    bench,
+                    &format!("http://{addr}/"),
+                    conns,
+                    opts.h2_streams,
+                )
+            })?;
+            (None, Some(throughput), cpu_us, fixed, 0)
+        }
+        Protocol::Https => {
+            let wrk = bench.wrk.as_ref().map_err(|r| anyhow::anyhow!("{r}"))?;
+            let conns = opts.connections.min(LATENCY_SLOTS);
+            let fixed = clients::generator(bench, addr, protocol, conns, 1, rate)?;
+            let (throughput, cpu_us) = with_cpu(pid, || {
+                clients::wrk(wrk, bench, &format!("https://{addr}/"), opts.connections)
+            })?;
+            (None, Some(throughput), cpu_us, fixed, 0)
+        }
+    };
+    errors += fixed.errors + throughput.as_ref().map_or(0, |t| t.errors);
+    Ok(Figures {
+        tool_rps: throughput.map(|t| t.rps),
+        gen_rps,
+        cpu_us,
+        fixed,
+        idle_kb,
+        peak_kb: pid.map_or(0, |p| rss_kb(p, "VmHWM:")),
+        errors,
+    })
 }

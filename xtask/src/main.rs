@@ -81,17 +81,43 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Direct vs interceptor vs nginx vs HAProxy: requests/s, latency at a fixed rate, RSS.
+    /// Interceptor vs nginx vs HAProxy over HTTP/1.1, h2c and HTTPS/1.1: CPU per request, req/s,
+    /// latency at a fixed rate, RSS.
+    ///
+    /// One section per protocol, each with the interceptor, nginx and HAProxy (one worker each,
+    /// pinned to core 0) in front of the same HTTP/1.1 backend: HTTP/1.1 (wrk and the built-in
+    /// generator; also the backend direct and the interceptor with its default threads), h2c
+    /// with prior knowledge (h2load -c/-m) and HTTPS/1.1 with TLS terminated at the proxy (wrk
+    /// over https, a certificate made with openssl at bench time). Headline: the proxy's CPU
+    /// time per request (user + system from /proc) beside requests/s; p50/p99/p99.9 at
+    /// --rate (open loop); ratios interceptor/nginx and interceptor/haproxy per section and a
+    /// summary. nginx, HAProxy, wrk, h2load and openssl are installed with apt-get when missing
+    /// (as root); rows whose tool cannot be had print "skipped: <reason>". Takes about 27 ×
+    /// --seconds plus start-up, after a release build.
     Proxy {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Fixed request rate (requests/s) for the latency measurement, below saturation.
+        /// Fixed request rate (requests/s) for the latency measurements, below saturation.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
-        /// Concurrent connections of the load generator.
+        /// Concurrent connections of wrk and the built-in generator (HTTP/1.1, HTTPS).
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// h2c: connections of h2load and of the latency run.
+        #[arg(long, default_value_t = 8)]
+        h2_connections: usize,
+        /// h2c: concurrent streams per h2load connection (-m).
+        #[arg(long, default_value_t = 16)]
+        h2_streams: usize,
+        /// Sections to run, comma-separated, in this order.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "http1,h2c,https"
+        )]
+        protocols: Vec<bench_proxy::Protocol>,
     },
     /// Time from a cold request at the interceptor to KEDA's stream receiving `true`.
     Activation {
@@ -118,8 +144,18 @@ fn main() -> anyhow::Result<()> {
                     seconds,
                     rate,
                     connections,
+                    h2_connections,
+                    h2_streams,
+                    protocols,
                 },
-        } => bench_proxy::run(seconds, rate, connections),
+        } => bench_proxy::run(bench_proxy::Options {
+            seconds,
+            rate,
+            connections,
+            h2_connections,
+            h2_streams,
+            protocols,
+        }),
         Cmd::Bench {
             bench: Bench::Activation { trials },
         } => bench_activation::run(trials),

@@ -1,11 +1,15 @@
-//! Helper of `cargo xtask bench proxy`: a minimal backend, the cluster set-up for the
-//! interceptor, and a keep-alive HTTP/1.1 load generator (closed loop for throughput, open loop
-//! at a fixed rate for latency, corrected for coordinated omission).
+//! Helper of `cargo xtask bench proxy`: a minimal HTTP/1.1 backend, the cluster set-up for the
+//! interceptor, and a keep-alive load generator (closed loop for throughput, open loop at a
+//! fixed rate for latency, corrected for coordinated omission) speaking HTTP/1.1, h2c (prior
+//! knowledge, `--streams` concurrent streams per connection) or HTTPS/1.1 (trusting only the
+//! CA in `--ca`, server name = `--host`).
 //!
 //! ```text
 //! bench_proxy backend --listen 127.0.0.1:0            # prints "listening <addr>"
 //! bench_proxy setup --kubeconfig PATH --backend ADDR --host bench.test
 //! bench_proxy load --target ADDR --host bench.test --connections 64 --seconds 5 [--rate 2000]
+//!                  [--protocol http1|h2c|https] [--streams 4] [--ca ca.crt]
+//! bench_proxy probe --target ADDR --host bench.test [--protocol ...] [--ca ca.crt]  # one request
 //! ```
 
 use std::convert::Infallible;
@@ -20,7 +24,8 @@ use http::{Request, Response};
 use http_add_on_types::crd::HTTPScaledObject;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -29,6 +34,10 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -51,7 +60,8 @@ fn main() -> anyhow::Result<()> {
         Some("backend") => runtime.block_on(backend(&required(&args, "--listen")?)),
         Some("setup") => runtime.block_on(setup(&args)),
         Some("load") => runtime.block_on(load(&args)),
-        _ => bail!("usage: bench_proxy backend|setup|load ..."),
+        Some("probe") => runtime.block_on(probe(&args)),
+        _ => bail!("usage: bench_proxy backend|setup|load|probe ..."),
     }
 }
 
@@ -127,41 +137,156 @@ async fn setup(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longest wait for one connection set-up or one request and its response; a stuck proxy
+/// counts errors instead of stalling the run past its end.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the load generator speaks to the target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP/1.1 over TCP.
+    Http1,
+    /// HTTP/2 over TCP with prior knowledge.
+    H2c,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    Https,
+}
+
 struct Shared {
     target: SocketAddr,
+    protocol: Protocol,
+    /// The TLS client of `Protocol::Https`.
+    tls: Option<TlsConnector>,
     host: String,
     path: String,
+    /// `http://host/path`: HTTP/2 carries the authority in the URI, not in a `Host` header.
+    uri: http::Uri,
     errors: AtomicU64,
 }
 
-async fn connect(
-    shared: &Shared,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
-    let stream = TcpStream::connect(shared.target).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
+impl Shared {
+    fn from_args(args: &[String]) -> anyhow::Result<Self> {
+        let protocol = match arg(args, "--protocol").as_deref() {
+            None | Some("http1") => Protocol::Http1,
+            Some("h2c") => Protocol::H2c,
+            Some("https") => Protocol::Https,
+            Some(other) => bail!("unknown --protocol {other} (http1, h2c or https)"),
+        };
+        let host = arg(args, "--host").unwrap_or_else(|| "bench.test".into());
+        let path = arg(args, "--path").unwrap_or_else(|| "/".into());
+        let tls = match protocol {
+            Protocol::Https => Some(tls_connector(&required(args, "--ca")?)?),
+            _ => None,
+        };
+        Ok(Self {
+            target: required(args, "--target")?.parse()?,
+            protocol,
+            tls,
+            uri: format!("http://{host}{path}").parse()?,
+            host,
+            path,
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    fn request(&self) -> Request<Empty<Bytes>> {
+        let request = match self.protocol {
+            Protocol::H2c => Request::get(self.uri.clone()),
+            Protocol::Http1 | Protocol::Https => {
+                Request::get(self.path.as_str()).header("host", self.host.as_str())
+            }
+        };
+        request.body(Empty::new()).expect("a valid request")
+    }
 }
 
-/// One connection's loop; with `rate`, request `i` of this connection is due at
-/// `start + (index + i * connections) / rate` and its latency counts from then.
+/// A TLS client trusting only the certificates in `ca` (PEM), offering ALPN `http/1.1`.
+fn tls_connector(ca: &str) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {ca}"))? {
+        roots.add(cert.with_context(|| format!("reading {ca}"))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// One client connection; an HTTP/2 one may be shared by several workers (clones of its
+/// sender).
+enum Sender {
+    Http1(http1::SendRequest<Empty<Bytes>>),
+    Http2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    /// Sends one request and reads its whole response; whether it was a success.
+    async fn exchange(&mut self, request: Request<Empty<Bytes>>) -> bool {
+        let response = match self {
+            Sender::Http1(s) => s.send_request(request).await,
+            Sender::Http2(s) => s.send_request(request).await,
+        };
+        match response {
+            Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn connect(shared: &Shared) -> anyhow::Result<Sender> {
+    let stream = TcpStream::connect(shared.target).await?;
+    stream.set_nodelay(true)?;
+    match shared.protocol {
+        Protocol::Http1 => {
+            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            Ok(Sender::Http1(sender))
+        }
+        Protocol::H2c => {
+            let (sender, conn) =
+                http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            Ok(Sender::Http2(sender))
+        }
+        Protocol::Https => {
+            let tls = shared.tls.as_ref().context("no TLS client")?;
+            let name = ServerName::try_from(shared.host.clone())?;
+            let stream = tls.connect(name, stream).await?;
+            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            Ok(Sender::Http1(sender))
+        }
+    }
+}
+
+async fn connect_timeout(shared: &Shared) -> anyhow::Result<Sender> {
+    tokio::time::timeout(REQUEST_TIMEOUT, connect(shared))
+        .await
+        .context("connecting timed out")?
+}
+
+/// One worker's loop (a connection, or a stream of a shared HTTP/2 connection); with `rate`,
+/// request `i` of worker `index` is due at `start + (index + i * workers) / rate` and its
+/// latency counts from then.
 async fn worker(
     shared: Arc<Shared>,
+    mut sender: Option<Sender>,
     index: usize,
-    connections: usize,
+    workers: usize,
     rate: Option<f64>,
     start: Instant,
     end: Instant,
 ) -> Vec<u32> {
     let mut latencies = Vec::with_capacity(1 << 16);
-    let mut sender = None;
     let mut i: u64 = 0;
     loop {
         let due = rate.map(|r| {
-            start + Duration::from_secs_f64((index as f64 + (i as f64) * connections as f64) / r)
+            start + Duration::from_secs_f64((index as f64 + (i as f64) * workers as f64) / r)
         });
-        // With a schedule, latency counts from the due time when this connection fell behind
+        // With a schedule, latency counts from the due time when this worker fell behind
         // (queueing is part of the latency) and from the actual send when it had to sleep
         // (the timer's millisecond granularity is not).
         let mut behind = false;
@@ -181,7 +306,7 @@ async fn worker(
         }
         i += 1;
         if sender.is_none() {
-            match connect(&shared).await {
+            match connect_timeout(&shared).await {
                 Ok(s) => sender = Some(s),
                 Err(_) => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -190,14 +315,9 @@ async fn worker(
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let req = Request::get(shared.path.as_str())
-            .header("host", shared.host.as_str())
-            .body(Empty::new())
-            .expect("a valid request");
-        let ok = match s.send_request(req).await {
-            Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
-            Err(_) => false,
-        };
+        let ok = tokio::time::timeout(REQUEST_TIMEOUT, s.exchange(shared.request()))
+            .await
+            .unwrap_or(false);
         if !ok {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             sender = None;
@@ -212,37 +332,74 @@ async fn worker(
     latencies
 }
 
+/// Runs `connections` × `streams` workers (streams only for h2c; HTTP/1.1 has one request at
+/// a time per connection) from `start` to `end`; every latency in microseconds.
+async fn run_workers(
+    shared: &Arc<Shared>,
+    connections: usize,
+    streams: usize,
+    rate: Option<f64>,
+    start: Instant,
+    end: Instant,
+) -> anyhow::Result<Vec<u32>> {
+    let streams = if shared.protocol == Protocol::H2c {
+        streams.max(1)
+    } else {
+        1
+    };
+    let workers = connections * streams;
+    let mut tasks = Vec::with_capacity(workers);
+    for c in 0..connections {
+        // The streams of one HTTP/2 connection share it; a worker whose request fails opens
+        // its own connection.
+        let connection = if streams > 1 {
+            match connect_timeout(shared).await {
+                Ok(Sender::Http2(s)) => Some(s),
+                Ok(Sender::Http1(_)) => None,
+                Err(_) => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for s in 0..streams {
+            let index = c * streams + s;
+            tasks.push(tokio::spawn(worker(
+                shared.clone(),
+                connection.clone().map(Sender::Http2),
+                index,
+                workers,
+                rate,
+                start,
+                end,
+            )));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    Ok(all)
+}
+
 async fn load(args: &[String]) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared {
-        target: required(args, "--target")?.parse()?,
-        host: arg(args, "--host").unwrap_or_else(|| "bench.test".into()),
-        path: arg(args, "--path").unwrap_or_else(|| "/".into()),
-        errors: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::from_args(args)?);
     let connections: usize = arg(args, "--connections").map_or(Ok(64), |v| v.parse())?;
+    let streams: usize = arg(args, "--streams").map_or(Ok(1), |v| v.parse())?;
     let seconds: f64 = arg(args, "--seconds").map_or(Ok(5.0), |v| v.parse())?;
     let rate: Option<f64> = arg(args, "--rate").map(|v| v.parse()).transpose()?;
     // Warm-up: open the connections and fill the proxy's upstream pool.
     {
         let start = Instant::now();
         let end = start + Duration::from_millis(500);
-        let tasks: Vec<_> = (0..connections)
-            .map(|i| tokio::spawn(worker(shared.clone(), i, connections, None, start, end)))
-            .collect();
-        for t in tasks {
-            t.await?;
-        }
+        run_workers(&shared, connections, streams, None, start, end).await?;
         shared.errors.store(0, Ordering::Relaxed);
     }
     let start = Instant::now() + Duration::from_millis(10);
     let end = start + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..connections)
-        .map(|i| tokio::spawn(worker(shared.clone(), i, connections, rate, start, end)))
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await?);
-    }
+    let mut all = run_workers(&shared, connections, streams, rate, start, end).await?;
     let elapsed = start.elapsed().as_secs_f64().min(seconds.max(0.001) + 1.0);
     all.sort_unstable();
     let pct = |p: f64| -> u32 {
@@ -263,5 +420,19 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
         "max_us": all.last().copied().unwrap_or(0),
     });
     println!("{out}");
+    Ok(())
+}
+
+/// One request on a new connection: succeeds when the answer is a 2xx within the timeout.
+async fn probe(args: &[String]) -> anyhow::Result<()> {
+    let shared = Shared::from_args(args)?;
+    let mut sender = connect_timeout(&shared).await?;
+    let ok = tokio::time::timeout(REQUEST_TIMEOUT, sender.exchange(shared.request()))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        bail!("no 2xx answer from {}", shared.target);
+    }
+    println!("ok");
     Ok(())
 }
