@@ -16,6 +16,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Prometheus listener, path `/metrics` (`OTEL_PROM_EXPORTER_PORT`, 2223).
     pub metrics_listen: SocketAddr,
+    /// Serve `/metrics` at all; `false` binds no metrics listener
+    /// (`OTEL_PROM_EXPORTER_ENABLED`, true).
+    pub metrics_enabled: bool,
     /// Namespace to watch; `None` = all (`KEDA_HTTP_WATCH_NAMESPACE`).
     pub watch_namespace: Option<String>,
     /// Overall limit from request arrival to response headers; `None` = off
@@ -109,6 +112,7 @@ impl Default for Config {
             proxy_listen: SocketAddr::new(any, 8080),
             admin_listen: SocketAddr::new(any, 9090),
             metrics_listen: SocketAddr::new(any, 2223),
+            metrics_enabled: true,
             watch_namespace: None,
             request_timeout: None,
             response_header_timeout: Some(Duration::from_secs(300)),
@@ -138,7 +142,8 @@ fn non_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Every add-on variable the interceptor reads; others get one warning each at start.
+/// Every variable the interceptor reads (the add-on's and upstream's OpenTelemetry ones); other
+/// add-on variables get one warning each at start.
 pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_CONDITION_WAIT_TIMEOUT",
     "KEDA_HTTP_ADMIN_PORT",
@@ -168,6 +173,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_SHUTDOWN_DELAY",
     "KEDA_HTTP_WATCH_NAMESPACE",
     "KEDA_RESPONSE_HEADER_TIMEOUT",
+    "OTEL_PROM_EXPORTER_ENABLED",
+    "OTEL_PROM_EXPORTER_PORT",
 ];
 
 /// A Kubernetes namespace name (an RFC 1123 label).
@@ -254,6 +261,7 @@ impl Config {
             proxy_listen: port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
             admin_listen: port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
             metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
+            metrics_enabled: env.bool("OTEL_PROM_EXPORTER_ENABLED", d.metrics_enabled)?,
             watch_namespace,
             request_timeout: non_zero(env.duration("KEDA_HTTP_REQUEST_TIMEOUT", Duration::ZERO)?),
             // The deprecated names win while they are set, as upstream.
@@ -345,6 +353,7 @@ mod tests {
         assert_eq!(c.readiness_timeout, None);
         assert_eq!(c.request_timeout, None);
         assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
+        assert!(c.metrics_enabled);
         assert_eq!(c.tls, None);
         let tls = read(&[("KEDA_HTTP_PROXY_TLS_ENABLED", "true")])
             .unwrap()
@@ -362,6 +371,7 @@ mod tests {
             ("KEDA_HTTP_PROXY_PORT", "1"),
             ("KEDA_HTTP_ADMIN_PORT", "2"),
             ("OTEL_PROM_EXPORTER_PORT", "3"),
+            ("OTEL_PROM_EXPORTER_ENABLED", "false"),
             ("KEDA_HTTP_WATCH_NAMESPACE", "apps"),
             ("KEDA_HTTP_REQUEST_TIMEOUT", "1m30s"),
             ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "0"),
@@ -407,6 +417,7 @@ mod tests {
             ),
             (1, 2, 3)
         );
+        assert!(!c.metrics_enabled);
         assert_eq!(c.watch_namespace.as_deref(), Some("apps"));
         assert_eq!(c.request_timeout, Some(Duration::from_secs(90)));
         assert_eq!(c.response_header_timeout, None);
@@ -434,9 +445,9 @@ mod tests {
         let listed = &listed[..listed.find("];").unwrap()];
         let body = &code[code.find("pub fn from_env").unwrap()..];
         for read in body.split('"').skip(1).step_by(2) {
-            if read.starts_with("KEDA") || read == "OTEL_PROM_EXPORTER_PORT" {
+            if read.starts_with("KEDA") || read.starts_with("OTEL_") {
                 assert!(
-                    read == "OTEL_PROM_EXPORTER_PORT" || listed.contains(&format!("\"{read}\"")),
+                    listed.contains(&format!("\"{read}\"")),
                     "{read} is read but not in KNOWN_VARIABLES"
                 );
             }
@@ -446,6 +457,21 @@ mod tests {
             ("KEDA_HTTP_PROXY_PORT", "8080"),
         ]));
         assert_eq!(env.unknown(KNOWN_VARIABLES), ["KEDA_HTTP_TYPO_TIMEOUT"]);
+    }
+
+    #[test]
+    fn the_metrics_endpoint_can_be_turned_off() {
+        for (value, enabled) in [("true", true), ("false", false), ("0", false), ("T", true)] {
+            let c = read(&[("OTEL_PROM_EXPORTER_ENABLED", value)]).expect(value);
+            assert_eq!(
+                c.metrics_enabled, enabled,
+                "OTEL_PROM_EXPORTER_ENABLED={value}"
+            );
+        }
+        let err = read(&[("OTEL_PROM_EXPORTER_ENABLED", "disabled")])
+            .expect_err("not a bool")
+            .to_string();
+        assert!(err.contains("OTEL_PROM_EXPORTER_ENABLED"), "{err}");
     }
 
     #[test]
@@ -475,6 +501,7 @@ mod tests {
             ("KEDA_HTTP_PROXY_PORT", "http"),
             ("KEDA_HTTP_ADMIN_PORT", "70000"),
             ("OTEL_PROM_EXPORTER_PORT", "-1"),
+            ("OTEL_PROM_EXPORTER_ENABLED", "off"),
             ("KEDA_HTTP_REQUEST_TIMEOUT", "soon"),
             ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "5"),
             ("KEDA_RESPONSE_HEADER_TIMEOUT", "x"),

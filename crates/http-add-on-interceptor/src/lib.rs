@@ -5,7 +5,8 @@
 //! use http_add_on_interceptor::{Config, Interceptor};
 //! let interceptor = Interceptor::start(Config::for_tests(), client).await?;
 //! interceptor.wait_synced().await;
-//! let proxy = interceptor.proxy_addr(); // also admin_addr(), metrics_addr()
+//! let proxy = interceptor.proxy_addr(); // also admin_addr()
+//! let metrics = interceptor.metrics_addr(); // None with OTEL_PROM_EXPORTER_ENABLED=false
 //! interceptor.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -76,7 +77,7 @@ pub struct Interceptor {
     proxy_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
-    metrics_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     counts: Arc<Counts>,
     synced: Arc<AtomicBool>,
     synced_notify: Arc<Notify>,
@@ -113,15 +114,23 @@ fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> R
 }
 
 impl Interceptor {
-    /// Binds the three listeners, starts the watches and serves. Returns once listening; the
-    /// proxy answers 404 until the route table has synced (see [`Interceptor::wait_synced`]).
+    /// Binds the listeners (proxy, admin, metrics unless `metrics_enabled` is off, TLS proxy
+    /// when configured), starts the watches and serves. Returns once listening; the proxy
+    /// answers 404 until the route table has synced (see [`Interceptor::wait_synced`]).
     pub async fn start(config: Config, client: kube::Client) -> Result<Self> {
         let proxy_listener = bind("proxy", config.proxy_listen).await?;
         let admin_listener = bind("admin", config.admin_listen).await?;
-        let metrics_listener = bind("metrics", config.metrics_listen).await?;
+        let metrics_listener = if config.metrics_enabled {
+            Some(bind("metrics", config.metrics_listen).await?)
+        } else {
+            None
+        };
         let proxy_addr = local_addr(&proxy_listener, "proxy", config.proxy_listen)?;
         let admin_addr = local_addr(&admin_listener, "admin", config.admin_listen)?;
-        let metrics_addr = local_addr(&metrics_listener, "metrics", config.metrics_listen)?;
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|listener| local_addr(listener, "metrics", config.metrics_listen))
+            .transpose()?;
         let tls = match &config.tls {
             Some(tls) => {
                 let (server, resolver) = tls::server_config(tls)?;
@@ -231,19 +240,21 @@ impl Interceptor {
             stop_all.subscribe(),
             other_conns.subscribe(),
         )));
-        tasks.push(tokio::spawn(serve(
-            "metrics",
-            metrics_listener,
-            admin_builder,
-            move |_| {
-                let admin = admin.clone();
-                service_fn(move |req| admin.clone().handle_metrics(req))
-            },
-            stop_all.subscribe(),
-            stop_all.subscribe(),
-            other_conns.subscribe(),
-        )));
-        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, %metrics_addr, "interceptor listening");
+        if let Some(metrics_listener) = metrics_listener {
+            tasks.push(tokio::spawn(serve(
+                "metrics",
+                metrics_listener,
+                admin_builder,
+                move |_| {
+                    let admin = admin.clone();
+                    service_fn(move |req| admin.clone().handle_metrics(req))
+                },
+                stop_all.subscribe(),
+                stop_all.subscribe(),
+                other_conns.subscribe(),
+            )));
+        }
+        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, metrics = ?metrics_addr, "interceptor listening");
         Ok(Self {
             config,
             proxy_addr,
@@ -276,8 +287,9 @@ impl Interceptor {
         self.admin_addr
     }
 
-    /// The bound Prometheus address (`/metrics`).
-    pub fn metrics_addr(&self) -> SocketAddr {
+    /// The bound Prometheus address (`/metrics`); `None` when the endpoint is off
+    /// (`OTEL_PROM_EXPORTER_ENABLED=false`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 

@@ -182,7 +182,10 @@ async fn cold_start_is_woken_by_an_endpoint_becoming_ready() {
     let warm = w.get("cold.test", "/").await;
     assert_eq!(warm.header("x-keda-http-cold-start"), Some("false"));
     w.wait_concurrency("default/app", 0).await;
-    let url = format!("http://{}/metrics", w.interceptor.metrics_addr());
+    let url = format!(
+        "http://{}/metrics",
+        w.interceptor.metrics_addr().expect("metrics enabled")
+    );
     let metrics = Reply::read(w.http.get(url.parse().unwrap()).await.unwrap())
         .await
         .text();

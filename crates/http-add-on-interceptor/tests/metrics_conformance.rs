@@ -32,7 +32,10 @@ async fn every_upstream_series_is_served() {
         )
         .await;
     assert_eq!(purge.status, StatusCode::OK);
-    let url = format!("http://{}/metrics", w.interceptor.metrics_addr());
+    let url = format!(
+        "http://{}/metrics",
+        w.interceptor.metrics_addr().expect("metrics enabled")
+    );
     let text = common::Reply::read(w.http.get(url.parse().unwrap()).await.unwrap())
         .await
         .text();

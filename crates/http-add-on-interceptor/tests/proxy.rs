@@ -474,7 +474,10 @@ async fn prometheus_metrics_are_served() {
         w.get("m.test", "/status/201").await.status,
         StatusCode::CREATED
     );
-    let url = format!("http://{}/metrics", w.interceptor.metrics_addr());
+    let url = format!(
+        "http://{}/metrics",
+        w.interceptor.metrics_addr().expect("metrics enabled")
+    );
     let text = common::Reply::read(w.http.get(url.parse().unwrap()).await.unwrap())
         .await
         .text();
@@ -489,4 +492,30 @@ async fn prometheus_metrics_are_served() {
         text.contains("interceptor_request_duration_seconds_bucket"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_metrics_endpoint_off_nothing_is_bound_and_requests_still_proxy() {
+    // Something else holds the metrics address: a second bind of it fails, so the interceptor
+    // starting at all shows that it did not try to bind it.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    assert!(tokio::net::TcpListener::bind(taken_addr).await.is_err());
+    let w = World::with_config(Config {
+        metrics_enabled: false,
+        metrics_listen: taken_addr,
+        ..Config::for_tests()
+    })
+    .await;
+    assert_eq!(w.interceptor.metrics_addr(), None);
+    let a = TestBackend::start("a").await;
+    w.expose("svc", "http", &[&a]).await;
+    w.apply_hso(hso("app", &["m.test"], &[], "svc", json!(80)))
+        .await;
+    w.wait_routed("m.test", "/").await;
+    assert_eq!(
+        w.get("m.test", "/status/201").await.status,
+        StatusCode::CREATED
+    );
+    drop(taken);
 }

@@ -266,6 +266,7 @@ mod tests {
         let c = Config::from_env(&env(&[
             (ENV_PORT, "8091"),
             (ENV_METRICS_PORT, "9999"),
+            (ENV_METRICS_ENABLED, "false"),
             (ENV_ADMIN_NAMESPACE, "keda"),
             (ENV_ADMIN_SERVICE, "svc"),
             (ENV_ADMIN_DEPLOYMENT, "interceptor"),
@@ -276,6 +277,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.grpc_listen.port(), 8091);
         assert_eq!(c.metrics_listen.port(), 9999);
+        assert!(!c.metrics_enabled);
         assert_eq!(c.admin_deployment, "interceptor");
         assert_eq!(c.admin_port, 9091);
         assert_eq!(c.queue_tick, Duration::from_secs(1));

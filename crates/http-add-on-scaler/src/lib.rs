@@ -75,18 +75,9 @@ impl RunningScaler {
         self.grpc_addr
     }
 
-    /// Address of the `/metrics` endpoint.
-    ///
-    /// # Panics
-    /// When the endpoint is off (`OTEL_PROM_EXPORTER_ENABLED=false`); see
-    /// [`RunningScaler::metrics_endpoint`].
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
-            .expect("the metrics endpoint is off (OTEL_PROM_EXPORTER_ENABLED=false)")
-    }
-
-    /// Address of the `/metrics` endpoint, `None` when it is off.
-    pub fn metrics_endpoint(&self) -> Option<SocketAddr> {
+    /// Address of the `/metrics` endpoint; `None` when it is off
+    /// (`OTEL_PROM_EXPORTER_ENABLED=false`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 

@@ -469,6 +469,29 @@ async fn polls_interceptors_without_the_push_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_metrics_endpoint_off_nothing_is_bound_and_keda_is_still_answered() {
+    // Something else holds the metrics address: a second bind of it fails, so the scaler
+    // starting at all shows that it did not try to bind it.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    assert!(tokio::net::TcpListener::bind(taken_addr).await.is_err());
+    let cluster = Cluster::start(0, |c| {
+        c.metrics_enabled = false;
+        c.metrics_listen = taken_addr;
+    })
+    .await;
+    assert_eq!(cluster.scaler.metrics_addr(), None);
+    cluster
+        .create_http_scaled_object("quiet", "quiet.test", "quiet", json!({}))
+        .await;
+    let fake = FakeAdmin::start(true).await;
+    fake.set("default/quiet", 3, 3);
+    cluster.list_admin_endpoint(0, fake.addr).await;
+    cluster.wait_int_metric(&httpso("quiet"), 3).await;
+    drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_metadata_is_rejected_with_the_key_named() {
     let cluster = Cluster::start(0, |_| {}).await;
     let mut keda = cluster.keda.clone();

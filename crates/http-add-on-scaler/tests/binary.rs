@@ -51,6 +51,7 @@ fn bad_environment_variables_are_named() {
         ("KEDA_HTTP_QUEUE_TICK_DURATION", "5 minutes"),
         ("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS", "-3"),
         ("OTEL_PROM_EXPORTER_PORT", "99999"),
+        ("OTEL_PROM_EXPORTER_ENABLED", "no"),
     ] {
         let mut env = base.to_vec();
         env.push((name, value));

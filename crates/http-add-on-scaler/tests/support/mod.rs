@@ -364,7 +364,8 @@ impl Cluster {
 
     /// The scaler's `/metrics` text.
     pub async fn scrape(&self) -> String {
-        http_get(self.scaler.metrics_addr(), "/metrics").await.1
+        let addr = self.scaler.metrics_addr().expect("metrics enabled");
+        http_get(addr, "/metrics").await.1
     }
 }
 

@@ -159,6 +159,8 @@ spec:
           env:
             - name: KEDA_HTTP_SCALER_PORT
               value: {{ .Values.scaler.grpcPort | quote }}
+            - name: OTEL_PROM_EXPORTER_ENABLED
+              value: {{ .Values.scaler.metrics.prometheus.enabled | quote }}
             - name: OTEL_PROM_EXPORTER_PORT
               value: {{ $metricsPort | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE
