@@ -237,10 +237,9 @@ impl Backend {
         self.state.load_full()
     }
 
-    /// Whether a ready endpoint exists and it speaks HTTP/1.1 (what the fast path serves).
-    pub fn is_ready_http1(&self) -> bool {
-        let state = self.state.load();
-        !state.endpoints.is_empty() && !state.h2c
+    /// Whether its Service port speaks h2c (`appProtocol: kubernetes.io/h2c`).
+    pub fn speaks_h2c(&self) -> bool {
+        self.state.load().h2c
     }
 
     /// Whether a ready endpoint exists.

@@ -168,8 +168,7 @@ pub(super) fn plan(
             };
         }
     };
-    let speaks_h2c = |backend: &crate::backends::Backend| backend.state().h2c;
-    if speaks_h2c(&entry.backend) || entry.fallback.as_deref().is_some_and(speaks_h2c) {
+    if entry.backend.speaks_h2c() || entry.fallback.as_deref().is_some_and(|f| f.speaks_h2c()) {
         return Plan::General;
     }
     let held = (!entry.backend.has_ready()).then(|| Held {
