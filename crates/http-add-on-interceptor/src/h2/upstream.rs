@@ -60,8 +60,12 @@ impl Pooled {
         self.drive(&mut Context::from_waker(Waker::noop()));
         match self.conn.take() {
             None => self.put_back(),
+            // (No runtime means it is shutting down: the connection just closes.)
             Some(conn) => {
-                tokio::spawn(async move {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                runtime.spawn(async move {
                     match conn.await {
                         Ok(parts) => {
                             self.parts = Some(parts);
