@@ -1,6 +1,6 @@
-//! The HTTP/1.1 fast path against a scripted raw backend: response framings relayed byte for
+//! The HTTP/1.1 codec against a scripted raw backend: response framings relayed byte for
 //! byte, upstream connection reuse and stale-connection retry, pipelining, `Connection: close`,
-//! client aborts, and the hand-off to the general path in the middle of a connection.
+//! client aborts, and the hand-off to hyper in the middle of a connection.
 
 mod common;
 

@@ -17,7 +17,7 @@ use crate::routes::RouteEntry;
 /// Header lines parsed in place on the stack; a head with more is parsed again with room for
 /// [`MAX_HEADERS_SLOW`].
 pub(super) const MAX_HEADERS: usize = 64;
-/// Most header lines of a request (as on the general path) or a response.
+/// Most header lines of a request (as hyper's server allows) or a response.
 pub(super) const MAX_HEADERS_SLOW: usize = 256;
 /// Request bodies up to this size are read whole (and checked) before the request is
 /// forwarded; a larger `Content-Length` body streams on hyper's HTTP/1.1 server.

@@ -8,7 +8,7 @@ pub(crate) enum Verdict {
     /// Answer with this status and message, then close the connection (its framing can no
     /// longer be trusted, or the request is unservable).
     Reject(u16, &'static str),
-    /// Valid, but the relay leaves it to the general path (other codings, `Expect`, …).
+    /// Valid, but the relay leaves it to hyper's HTTP/1.1 server (other codings, `Expect`, …).
     General,
 }
 
@@ -165,13 +165,13 @@ pub(crate) fn inspect_request<'a>(
             }
             host = Some(h.value);
         } else if is(name, "content-length") {
-            // Repeated or invalid lengths: the general path answers (400, or one agreed value).
+            // Repeated or invalid lengths: hyper answers (400, or one agreed value).
             match (content_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 _ => return Err(Verdict::General),
             }
         } else if is(name, "transfer-encoding") {
-            // Only a single plain `chunked`; other codings go to the general path.
+            // Only a single plain `chunked`; other codings go to hyper.
             if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(Verdict::General);
             }
@@ -211,7 +211,7 @@ pub(crate) fn inspect_request<'a>(
     if !valid_host(host) {
         return Err(Verdict::Reject(400, "invalid Host header"));
     }
-    // Both framings at once is how requests are smuggled: the general path refuses it.
+    // Both framings at once is how requests are smuggled: hyper refuses it.
     if chunked && length.is_some() {
         return Err(Verdict::General);
     }
