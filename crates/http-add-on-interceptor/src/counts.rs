@@ -105,19 +105,28 @@ impl Counts {
         self.activity.subscribe()
     }
 
-    /// Counters for exactly `keys`, reusing the existing counter of every key still present.
-    /// Called only when the route table is rebuilt.
+    /// Counters for exactly `keys`, reusing the existing counter of every key still present,
+    /// and publishes them on `/queue` at once. Route-table rebuilds use [`Counts::prepare`].
     pub fn update(&self, keys: &[RouteKey]) -> HashMap<RouteKey, Arc<RouteCounter>> {
+        let next = self.prepare(keys);
+        self.publish(&next);
+        next
+    }
+
+    /// Counters for exactly `keys`, reusing the existing counter of every key still present,
+    /// without publishing them: a rebuild publishes after it stored the table that routes to
+    /// them, so `/queue` never lists a route that requests cannot reach yet.
+    pub fn prepare(&self, keys: &[RouteKey]) -> HashMap<RouteKey, Arc<RouteCounter>> {
         let old = self.routes.load_full();
-        let mut existing: HashMap<&RouteKey, &Arc<RouteCounter>> =
+        let existing: HashMap<&RouteKey, &Arc<RouteCounter>> =
             old.iter().map(|c| (&c.key, c)).collect();
         let mut next: HashMap<RouteKey, Arc<RouteCounter>> = HashMap::with_capacity(keys.len());
         for key in keys {
             if next.contains_key(key) {
                 continue;
             }
-            let counter = match existing.remove(key) {
-                Some(counter) => counter.clone(),
+            let counter = match existing.get(key) {
+                Some(counter) => (*counter).clone(),
                 None => {
                     let labels = RouteLabels::new(key);
                     Arc::new(RouteCounter {
@@ -133,8 +142,16 @@ impl Counts {
             };
             next.insert(key.clone(), counter);
         }
-        let changed = !existing.is_empty() || next.len() != old.len();
-        for gone in existing.values() {
+        next
+    }
+
+    /// Makes `next` (from [`Counts::prepare`]) the set served on `/queue`; routes not in it are
+    /// dropped with their metric series.
+    pub fn publish(&self, next: &HashMap<RouteKey, Arc<RouteCounter>>) {
+        let old = self.routes.load_full();
+        let mut changed = next.len() != old.len();
+        for gone in old.iter().filter(|c| !next.contains_key(&c.key)) {
+            changed = true;
             self.metrics.remove_route(&gone.labels);
         }
         let mut list: Vec<Arc<RouteCounter>> = next.values().cloned().collect();
@@ -143,7 +160,6 @@ impl Counts {
         if changed {
             self.activity.send_modify(|generation| *generation += 1);
         }
-        next
     }
 
     /// Every route's counts, as served on `/queue`.

@@ -342,6 +342,8 @@ pub struct Builder {
     config: Config,
     counts: Arc<Counts>,
     backends: Backends,
+    /// Counters of the last built table, published once that table is stored.
+    unpublished: Option<HashMap<RouteKey, Arc<RouteCounter>>>,
 }
 
 impl Builder {
@@ -351,6 +353,14 @@ impl Builder {
             config,
             counts,
             backends: Backends::default(),
+            unpublished: None,
+        }
+    }
+
+    /// Publishes the counters of the last built table on `/queue`; call after storing it.
+    pub fn publish(&mut self) {
+        if let Some(counters) = self.unpublished.take() {
+            self.counts.publish(&counters);
         }
     }
 
@@ -366,7 +376,7 @@ impl Builder {
                     .map(|o| http_add_on_types::crd::routes::route_key(o.as_ref())),
             )
             .collect();
-        let counters = self.counts.update(&keys);
+        let counters = self.counts.prepare(&keys);
         let c = &self.config;
         let mut used: HashMap<BackendKey, Arc<Backend>> = HashMap::new();
         let mut routes = Vec::with_capacity(keys.len());
@@ -509,6 +519,7 @@ impl Builder {
             backend.set_state(resolve(key, service.as_deref(), &slices));
         }
         self.backends.0.retain(|key, _| used.contains_key(key));
+        self.unpublished = Some(counters);
         RouteTable::build(routes)
     }
 }
@@ -685,6 +696,7 @@ fn rebuild(builder: &mut Builder, stores: &Stores, table: &Table, table_changed:
         config_map: &config_map,
     };
     table.store(builder.build(&snap));
+    builder.publish();
     // Requests held for a cold start re-check their route in the new table.
     table_changed.notify_waiters();
 }
