@@ -1,4 +1,5 @@
-//! The admin port (`/queue`, `/queue/stream`, `/livez`, `/readyz`) and the metrics port.
+//! The admin port (`/queue`, `/queue/stream`, `/livez`, `/readyz`), the metrics port and the
+//! debug endpoint (`PROFILING_BIND_ADDRESS`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -103,6 +104,22 @@ impl Admin {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        Ok(response)
+    }
+
+    /// Handles a request to the debug endpoint (`PROFILING_BIND_ADDRESS`): process and runtime
+    /// figures as text (see [`http_add_on_types::process::debug_text`]).
+    pub async fn handle_debug(
+        req: Request<hyper::body::Incoming>,
+    ) -> Result<Response<AdminBody>, Infallible> {
+        let answer = http_add_on_types::process::debug_text("interceptor", req.uri().path());
+        let mut response = Response::new(Full::new(Bytes::from(answer.body)).boxed());
+        *response.status_mut() =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         Ok(response)
     }

@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
+use http_add_on_types::process;
 
 /// Everything the interceptor can be configured with. Tests build it directly (e.g. with
 /// [`Config::for_tests`]); the binary reads it with [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Proxy listener (`KEDA_HTTP_PROXY_PORT`, 8080, all interfaces).
+    /// Proxy listener on all interfaces (`KEDA_HTTP_PROXY_PORT`, required as upstream; the
+    /// chart sets 8080).
     pub proxy_listen: SocketAddr,
-    /// Admin listener: `/queue`, `/queue/stream`, `/livez`, `/readyz` (`KEDA_HTTP_ADMIN_PORT`, 9090).
+    /// Admin listener: `/queue`, `/queue/stream`, `/livez`, `/readyz` (`KEDA_HTTP_ADMIN_PORT`,
+    /// required as upstream; the chart sets 9090).
     pub admin_listen: SocketAddr,
     /// Prometheus listener, path `/metrics` (`OTEL_PROM_EXPORTER_PORT`, 2223).
     pub metrics_listen: SocketAddr,
@@ -73,6 +76,15 @@ pub struct Config {
     pub send_timeout: Option<Duration>,
     /// The TLS proxy listener; `None` = off (`KEDA_HTTP_PROXY_TLS_ENABLED`, false).
     pub tls: Option<TlsConfig>,
+    /// Period of a full rebuild of the route table from the watched objects, besides the
+    /// rebuild on every change; `None` = never
+    /// (`KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD`, 60m; 0 = never). Upstream's
+    /// informer resync; here a safety net that costs one rebuild per period.
+    pub resync_period: Option<Duration>,
+    /// Debug endpoint with process and runtime figures (`/debug/stats`); `None` = off
+    /// (`PROFILING_BIND_ADDRESS`, Go syntax `host:port` or `:port`, empty). Upstream serves
+    /// Go's pprof there, which has no Rust counterpart.
+    pub profiling_listen: Option<SocketAddr>,
 }
 
 /// The TLS proxy listener's settings.
@@ -101,6 +113,9 @@ impl TlsConfig {
         }
     }
 }
+
+/// Upstream's informer resync period.
+pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(60 * 60);
 
 /// The smallest header limit hyper's HTTP/1 parser accepts.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -133,6 +148,8 @@ impl Default for Config {
             request_body_timeout: Some(Duration::from_secs(60)),
             send_timeout: Some(Duration::from_secs(60)),
             tls: None,
+            resync_period: Some(DEFAULT_RESYNC_PERIOD),
+            profiling_listen: None,
         }
     }
 }
@@ -169,12 +186,14 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_REQUEST_BODY_TIMEOUT",
     "KEDA_HTTP_REQUEST_TIMEOUT",
     "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+    "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
     "KEDA_HTTP_SEND_TIMEOUT",
     "KEDA_HTTP_SHUTDOWN_DELAY",
     "KEDA_HTTP_WATCH_NAMESPACE",
     "KEDA_RESPONSE_HEADER_TIMEOUT",
     "OTEL_PROM_EXPORTER_ENABLED",
     "OTEL_PROM_EXPORTER_PORT",
+    "PROFILING_BIND_ADDRESS",
 ];
 
 /// A Kubernetes namespace name (an RFC 1123 label).
@@ -211,6 +230,12 @@ impl Config {
                 default.ip(),
                 env.parse(name, default.port())?,
             ))
+        };
+        // Required, as upstream: a deployment that forgets one should not silently listen on
+        // a port its Service does not point at.
+        let required_port = |name: &str, default: SocketAddr| -> Result<SocketAddr, ConfigError> {
+            env.required(name)?;
+            port(name, default)
         };
         let max_header_bytes: usize =
             env.parse("KEDA_HTTP_MAX_HEADER_BYTES", d.max_header_bytes)?;
@@ -258,8 +283,8 @@ impl Config {
             });
         }
         Ok(Self {
-            proxy_listen: port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
-            admin_listen: port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
+            proxy_listen: required_port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
+            admin_listen: required_port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
             metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
             metrics_enabled: env.bool("OTEL_PROM_EXPORTER_ENABLED", d.metrics_enabled)?,
             watch_namespace,
@@ -326,6 +351,14 @@ impl Config {
             } else {
                 None
             },
+            resync_period: non_zero(env.duration(
+                "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
+                DEFAULT_RESYNC_PERIOD,
+            )?),
+            profiling_listen: env
+                .string("PROFILING_BIND_ADDRESS")
+                .map(|v| process::parse_bind_address("PROFILING_BIND_ADDRESS", &v))
+                .transpose()?,
         })
     }
 }
@@ -336,9 +369,35 @@ mod tests {
 
     use super::*;
 
+    /// The required ports (the chart's values) plus `pairs`, which may override them.
     fn read(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
-        let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        let mut map: BTreeMap<&str, &str> = BTreeMap::from([
+            ("KEDA_HTTP_PROXY_PORT", "8080"),
+            ("KEDA_HTTP_ADMIN_PORT", "9090"),
+        ]);
+        map.extend(pairs.iter().copied());
         Config::from_env(&Env::new(map))
+    }
+
+    #[test]
+    fn the_proxy_and_admin_ports_are_required() {
+        for name in ["KEDA_HTTP_PROXY_PORT", "KEDA_HTTP_ADMIN_PORT"] {
+            let mut map = BTreeMap::from([
+                ("KEDA_HTTP_PROXY_PORT", "8080"),
+                ("KEDA_HTTP_ADMIN_PORT", "9090"),
+            ]);
+            map.remove(name);
+            let err = Config::from_env(&Env::new(map.clone()))
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name) && err.contains("required"), "{err}");
+            // An empty value is unset, as upstream's envconfig reads it.
+            map.insert(name, "");
+            let err = Config::from_env(&Env::new(map))
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]
@@ -355,6 +414,18 @@ mod tests {
         assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
         assert!(c.metrics_enabled);
         assert_eq!(c.tls, None);
+        assert_eq!(c.resync_period, Some(Duration::from_secs(3600)));
+        assert_eq!(c.profiling_listen, None);
+        let c = read(&[
+            ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "0s"),
+            ("PROFILING_BIND_ADDRESS", ":6060"),
+        ])
+        .unwrap();
+        assert_eq!(c.resync_period, None);
+        assert_eq!(
+            c.profiling_listen,
+            Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 6060)))
+        );
         let tls = read(&[("KEDA_HTTP_PROXY_TLS_ENABLED", "true")])
             .unwrap()
             .tls
@@ -399,8 +470,15 @@ mod tests {
                 "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS",
                 "/store/one, /store/two,",
             ),
+            ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "10m"),
+            ("PROFILING_BIND_ADDRESS", "127.0.0.1:6060"),
         ])
         .unwrap();
+        assert_eq!(c.resync_period, Some(Duration::from_secs(600)));
+        assert_eq!(
+            c.profiling_listen,
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 6060)))
+        );
         let tls = c.tls.as_ref().expect("TLS on");
         assert_eq!(tls.listen.port(), 4);
         assert_eq!(tls.cert_path, PathBuf::from("/tls/a.crt"));
@@ -445,7 +523,7 @@ mod tests {
         let listed = &listed[..listed.find("];").unwrap()];
         let body = &code[code.find("pub fn from_env").unwrap()..];
         for read in body.split('"').skip(1).step_by(2) {
-            if read.starts_with("KEDA") || read.starts_with("OTEL_") {
+            if read.starts_with("KEDA") || read.starts_with("OTEL_") || read.starts_with("PROF") {
                 assert!(
                     listed.contains(&format!("\"{read}\"")),
                     "{read} is read but not in KNOWN_VARIABLES"
@@ -528,6 +606,12 @@ mod tests {
             ("KEDA_HTTP_WATCH_NAMESPACE", "Not A Namespace"),
             ("KEDA_HTTP_WATCH_NAMESPACE", "-apps"),
             ("KEDA_HTTP_PROXY_TLS_ENABLED", "maybe"),
+            (
+                "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
+                "hourly",
+            ),
+            ("PROFILING_BIND_ADDRESS", "6060"),
+            ("PROFILING_BIND_ADDRESS", "pprof.example:6060"),
         ] {
             let err = read(&[(name, value)]).expect_err(name).to_string();
             assert!(err.contains(name), "{name}={value}: {err}");

@@ -78,6 +78,7 @@ pub struct Interceptor {
     tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    profiling_addr: Option<SocketAddr>,
     counts: Arc<Counts>,
     synced: Arc<AtomicBool>,
     synced_notify: Arc<Notify>,
@@ -115,8 +116,9 @@ fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> R
 
 impl Interceptor {
     /// Binds the listeners (proxy, admin, metrics unless `metrics_enabled` is off, TLS proxy
-    /// when configured), starts the watches and serves. Returns once listening; the proxy
-    /// answers 404 until the route table has synced (see [`Interceptor::wait_synced`]).
+    /// and debug endpoint when configured), starts the watches and serves. Returns once
+    /// listening; the proxy answers 404 until the route table has synced (see
+    /// [`Interceptor::wait_synced`]).
     pub async fn start(config: Config, client: kube::Client) -> Result<Self> {
         let proxy_listener = bind("proxy", config.proxy_listen).await?;
         let admin_listener = bind("admin", config.admin_listen).await?;
@@ -125,6 +127,14 @@ impl Interceptor {
         } else {
             None
         };
+        let profiling_listener = match config.profiling_listen {
+            Some(addr) => Some((bind("profiling", addr).await?, addr)),
+            None => None,
+        };
+        let profiling_addr = profiling_listener
+            .as_ref()
+            .map(|(listener, addr)| local_addr(listener, "profiling", *addr))
+            .transpose()?;
         let proxy_addr = local_addr(&proxy_listener, "proxy", config.proxy_listen)?;
         let admin_addr = local_addr(&admin_listener, "admin", config.admin_listen)?;
         let metrics_addr = metrics_listener
@@ -227,6 +237,17 @@ impl Interceptor {
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout);
         let admin_builder = Arc::new(admin_builder.http1_only());
+        if let Some((listener, _)) = profiling_listener {
+            tasks.push(tokio::spawn(serve(
+                "profiling",
+                listener,
+                admin_builder.clone(),
+                |_| service_fn(Admin::handle_debug),
+                stop_all.subscribe(),
+                stop_all.subscribe(),
+                other_conns.subscribe(),
+            )));
+        }
         let admin_for_admin = admin.clone();
         tasks.push(tokio::spawn(serve(
             "admin",
@@ -254,13 +275,14 @@ impl Interceptor {
                 other_conns.subscribe(),
             )));
         }
-        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, metrics = ?metrics_addr, "interceptor listening");
+        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, metrics = ?metrics_addr, profiling = ?profiling_addr, "interceptor listening");
         Ok(Self {
             config,
             proxy_addr,
             tls_addr,
             admin_addr,
             metrics_addr,
+            profiling_addr,
             counts,
             synced,
             synced_notify,
@@ -291,6 +313,12 @@ impl Interceptor {
     /// (`OTEL_PROM_EXPORTER_ENABLED=false`).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The bound debug endpoint address (`/debug/stats`); `None` unless
+    /// `PROFILING_BIND_ADDRESS` is set.
+    pub fn profiling_addr(&self) -> Option<SocketAddr> {
+        self.profiling_addr
     }
 
     /// Current counts (what `/queue` serves).

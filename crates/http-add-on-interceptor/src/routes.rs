@@ -583,7 +583,8 @@ struct Stores {
 }
 
 /// Watches HTTPScaledObjects, InterceptorRoutes, Services, EndpointSlices and response-body
-/// ConfigMaps and rebuilds the table on every change until `stop` turns true.
+/// ConfigMaps and rebuilds the table on every change, and every `config.resync_period`, until
+/// `stop` turns true.
 pub async fn run_sync(
     client: kube::Client,
     config: Config,
@@ -655,6 +656,13 @@ pub async fn run_sync(
         slices: slice_store,
         config_maps: cm_store,
     };
+    // Upstream's informer resync, as its nearest meaning here: a full rebuild from the stores
+    // every period even without events (one rebuild per period; nothing is re-listed).
+    let mut resync = config.resync_period.map(|period| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     let mut builder = Builder::new(config, counts);
     loop {
         rebuild(&mut builder, &stores, &table, &table_changed);
@@ -664,12 +672,23 @@ pub async fn run_sync(
         }
         tokio::select! {
             _ = changed.notified() => {}
+            () = next_resync(&mut resync) => tracing::debug!("periodic route table resync"),
             _ = crate::stopped(&mut stop) => break,
         }
         // Coalesce a burst of events into one rebuild without delaying the first.
         while changed.notified().now_or_never().is_some() {}
     }
     tasks.abort_all();
+}
+
+/// The next resync tick; never when resync is off.
+async fn next_resync(resync: &mut Option<tokio::time::Interval>) {
+    match resync {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn rebuild(builder: &mut Builder, stores: &Stores, table: &Table, table_changed: &Notify) {

@@ -4,6 +4,7 @@ pub mod compat;
 pub mod config;
 pub mod crd;
 pub mod duration;
+pub mod process;
 pub mod proto;
 pub mod queue;
 pub mod routing;
