@@ -58,6 +58,15 @@ where
     }
 }
 
+/// Creates a namespace: like Kubernetes, the sim creates nothing in one that does not exist.
+async fn create_namespace(sim: &Sim, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(sim.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
 fn deployment(name: &str, replicas: i32) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -720,8 +729,9 @@ async fn services_get_a_cluster_ip_unless_headless() {
 }
 
 #[tokio::test]
-async fn writes_create_namespaces_implicitly() {
+async fn pods_are_created_pending_in_a_new_namespace() {
     let sim = sim().await;
+    create_namespace(&sim, "fresh").await;
     let api: Api<Pod> = Api::namespaced(sim.client(), "fresh");
     let pod: Pod = serde_json::from_value(
         json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
@@ -968,16 +978,28 @@ async fn delete_collection_removes_the_selected_objects() {
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_objects() {
     let sim = sim().await;
+    create_namespace(&sim, "doomed").await;
     let api: Api<ConfigMap> = Api::namespaced(sim.client(), "doomed");
     api.create(&PostParams::default(), &cm("inside", &[]))
         .await
         .unwrap();
     let namespaces: Api<Namespace> = Api::all(sim.client());
-    namespaces
+    let terminating = namespaces
         .delete("doomed", &DeleteParams::default())
         .await
-        .unwrap();
-    assert!(api.get_opt("inside").await.unwrap().is_none());
+        .unwrap()
+        .left()
+        .expect("a namespace is deleted asynchronously");
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    eventually("the namespace and its objects to go", || async {
+        (api.get_opt("inside").await.unwrap().is_none()
+            && namespaces.get_opt("doomed").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
     let err = api_status(
         namespaces
             .delete("default", &DeleteParams::default())

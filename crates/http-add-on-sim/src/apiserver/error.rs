@@ -162,7 +162,7 @@ impl ApiError {
         let mut details = t.details();
         details["causes"] = causes
             .iter()
-            .map(|c| json!({"reason": "FieldValueInvalid", "message": c.message, "field": c.field}))
+            .map(|c| json!({"reason": cause_reason(&c.message), "message": c.message, "field": c.field}))
             .collect();
         Self {
             details: Some(details),
@@ -180,6 +180,84 @@ impl ApiError {
             422,
             "Invalid",
             format!("the server rejected our request due to an error in our request: {message}"),
+        )
+    }
+
+    /// 404 NotFound for a write into a namespace that does not exist.
+    pub fn namespace_not_found(ns: &str) -> Self {
+        Self::not_found(Target {
+            group: "",
+            kind: "namespaces",
+            name: ns,
+        })
+    }
+
+    /// 403 Forbidden for a create in a namespace that is being deleted; `t.kind` is the plural.
+    pub fn namespace_terminating(t: Target<'_>, ns: &str) -> Self {
+        let mut details = t.details();
+        details["causes"] = json!([{
+            "reason": "NamespaceTerminating",
+            "message": format!("namespace {ns} is being terminated"),
+            "field": "metadata.namespace",
+        }]);
+        Self {
+            details: Some(details),
+            ..Self::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    t.qualified(),
+                    t.name
+                ),
+            )
+        }
+    }
+
+    /// 500 for a create whose body carries a resourceVersion. The storage layer answers with
+    /// a plain error, which the API server renders with no reason (`StatusReasonUnknown`).
+    pub fn resource_version_set_on_create() -> Self {
+        Self::new(
+            500,
+            "",
+            "resourceVersion should not be set on objects to be created",
+        )
+    }
+
+    /// 415 for a patch format the resource does not accept (e.g. a strategic merge patch of
+    /// a custom resource), listing the accepted ones as the API server's content negotiation does.
+    pub fn unsupported_patch_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
+    }
+
+    /// 504 Timeout for a read at a resourceVersion the server has not reached yet.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        Self {
+            details: Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
+            ..Self::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {current}"),
+            )
+        }
+    }
+
+    /// 410 Expired for a `continue` token older than the kept history.
+    pub fn continue_expired() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
         )
     }
 
@@ -243,14 +321,36 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        // Go's `omitempty`: an error without a reason has no `reason` field.
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
         s
     }
+}
+
+/// The `reason` of a field cause, from the prefix the API server's field errors carry
+/// (`Required value: ...`, `Forbidden: ...`, `Invalid value: ...`).
+fn cause_reason(message: &str) -> &'static str {
+    const PREFIXES: [(&str, &str); 8] = [
+        ("Required value", "FieldValueRequired"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Not found", "FieldValueNotFound"),
+        ("Internal error", "InternalError"),
+    ];
+    PREFIXES
+        .iter()
+        .find(|(p, _)| message.starts_with(p))
+        .map_or("FieldValueInvalid", |(_, r)| r)
 }
 
 /// Result type of API operations.

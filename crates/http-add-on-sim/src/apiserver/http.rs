@@ -16,8 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::Shared;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
-use super::ops::{DeleteOptions, Sub, WriteOptions};
-use super::patch::PatchKind;
+use super::ops::{DeleteOptions, ListOptions, Sub, WriteOptions};
+use super::patch::{self, PatchKind};
 use super::protobuf;
 use super::registry::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
@@ -225,11 +225,34 @@ fn write_options(params: &Params) -> WriteOptions {
     }
 }
 
-fn selectors(params: &Params) -> ApiResult<(LabelSelector, FieldSelector)> {
+fn selectors(params: &Params, rt: &ResourceType) -> ApiResult<(LabelSelector, FieldSelector)> {
     Ok((
         LabelSelector::parse(params.get("labelSelector").unwrap_or_default())?,
-        FieldSelector::parse(params.get("fieldSelector").unwrap_or_default())?,
+        FieldSelector::parse(params.get("fieldSelector").unwrap_or_default())?.for_type(rt)?,
     ))
+}
+
+fn list_options(params: &Params) -> ApiResult<ListOptions> {
+    let limit = params
+        .get("limit")
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))
+        })
+        .transpose()?;
+    Ok(ListOptions {
+        limit,
+        continue_token: params
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
+        resource_version: params.get("resourceVersion").map(String::from),
+        resource_version_match: params
+            .get("resourceVersionMatch")
+            .filter(|m| !m.is_empty())
+            .map(String::from),
+    })
 }
 
 fn serve_resource(
@@ -290,8 +313,10 @@ fn serve_resource(
             include_object,
         ),
         (Method::GET, None) => {
-            let (labels, fields) = selectors(params)?;
-            let list = shared.lock().list(&rt, v, ns, &labels, &fields);
+            let (labels, fields) = selectors(params, &rt)?;
+            let list = shared
+                .lock()
+                .list(&rt, v, ns, &labels, &fields, &list_options(params)?)?;
             if table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let rv = list
@@ -348,6 +373,11 @@ fn serve_resource(
                 .and_then(|c| c.to_str().ok())
                 .unwrap_or("");
             let kind = PatchKind::from_content_type(ct)?;
+            if rt.custom && kind == PatchKind::Strategic {
+                return Err(ApiError::unsupported_patch_type(
+                    &patch::CUSTOM_RESOURCE_PATCH_TYPES,
+                ));
+            }
             let body = decode_body(&body)?;
             let opts = write_options(params);
             let mut c = shared.lock();
@@ -403,7 +433,7 @@ fn serve_resource(
             let out = match name {
                 Some(name) => c.delete(&rt, v, ns, name, &opts)?,
                 None => {
-                    let (labels, fields) = selectors(params)?;
+                    let (labels, fields) = selectors(params, &rt)?;
                     c.delete_collection(&rt, v, ns, &labels, &fields, &opts)
                 }
             };
@@ -510,7 +540,7 @@ fn watch(
     table: bool,
     include_object: String,
 ) -> ApiResult<Response> {
-    let (labels, fields) = selectors(params)?;
+    let (labels, fields) = selectors(params, &rt)?;
     let filter = WatchFilter {
         group: rt.group.clone(),
         plural: rt.plural.clone(),

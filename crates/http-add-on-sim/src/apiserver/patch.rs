@@ -48,6 +48,14 @@ impl PatchKind {
     }
 }
 
+/// Patch formats a custom resource accepts (no strategic merge patch: CRDs have no patch
+/// strategies), in the order the API server lists them in its 415 answer.
+pub const CUSTOM_RESOURCE_PATCH_TYPES: [&str; 3] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+];
+
 /// Applies a JSON merge patch (RFC 7386).
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);

@@ -47,6 +47,8 @@ pub struct ResourceType {
     pub custom: bool,
     /// `additionalPrinterColumns` per version (CRDs only): (name, type, jsonPath).
     pub printer_columns: BTreeMap<String, Vec<PrinterColumn>>,
+    /// `selectableFields` of a CRD (field selector labels such as `spec.color`), any version.
+    pub selectable_fields: Vec<String>,
 }
 
 /// One `additionalPrinterColumns` entry of a CRD version.
@@ -77,6 +79,7 @@ impl ResourceType {
             schemas: BTreeMap::new(),
             custom: false,
             printer_columns: BTreeMap::new(),
+            selectable_fields: vec![],
         }
     }
 
@@ -142,6 +145,7 @@ impl ResourceType {
         let mut versions = vec![];
         let mut schemas = BTreeMap::new();
         let mut printer_columns = BTreeMap::new();
+        let mut selectable_fields = vec![];
         let mut status = false;
         let mut scale = None;
         for v in spec.get("versions")?.as_array()? {
@@ -151,6 +155,19 @@ impl ResourceType {
             }
             if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
                 schemas.insert(name.clone(), s.clone());
+            }
+            for f in v
+                .get("selectableFields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(path) = f.get("jsonPath").and_then(Value::as_str) {
+                    let label = path.trim_start_matches('.').to_string();
+                    if !selectable_fields.contains(&label) {
+                        selectable_fields.push(label);
+                    }
+                }
             }
             if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
                 let cols = cols
@@ -213,6 +230,7 @@ impl ResourceType {
             schemas,
             custom: true,
             printer_columns,
+            selectable_fields,
         })
     }
 }

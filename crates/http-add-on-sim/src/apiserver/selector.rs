@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::registry::ResourceType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LabelReq {
@@ -90,6 +91,11 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether an object's labels match.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels");
@@ -130,6 +136,26 @@ impl FieldSelector {
         Ok(Self(reqs))
     }
 
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks the labels against what the type supports and maps them to object paths, as the
+    /// API server's field label conversion does: unsupported labels are a 400.
+    pub fn for_type(self, rt: &ResourceType) -> ApiResult<Self> {
+        let reqs = self
+            .0
+            .into_iter()
+            .map(|(label, eq, value)| {
+                field_path(rt, &label)
+                    .map(|path| (path, eq, value))
+                    .ok_or_else(|| unsupported_field(rt, &label))
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Self(reqs))
+    }
+
     /// Whether the object matches.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(path, eq, want)| {
@@ -144,6 +170,81 @@ impl FieldSelector {
             };
             (actual == *want) == *eq
         })
+    }
+}
+
+/// The field labels a built-in type supports beyond `metadata.name` / `metadata.namespace`,
+/// and whether the type has its own conversion function (which words the error differently);
+/// from the API server's `AddFieldLabelConversionFunc` registrations.
+fn builtin_fields(rt: &ResourceType) -> (&'static [&'static str], bool) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => (
+            &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+                "spec.host",
+            ],
+            true,
+        ),
+        ("", "nodes") => (&["spec.unschedulable"], true),
+        ("", "namespaces") => (&["status.phase"], true),
+        ("", "secrets") => (&["type"], true),
+        ("", "services") => (&["spec.clusterIP", "spec.type"], true),
+        ("", "replicationcontrollers") => (&["status.replicas"], true),
+        ("", "events") => (
+            &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            true,
+        ),
+        ("apps", "replicasets") => (&["status.replicas"], true),
+        ("apps", "statefulsets") => (&["status.successful"], true),
+        _ => (&[], false),
+    }
+}
+
+/// The object path a supported field label selects, `None` when the type does not support it.
+fn field_path(rt: &ResourceType, label: &str) -> Option<String> {
+    let path = match (rt.group.as_str(), rt.plural.as_str(), label) {
+        // Old v1 clients send `spec.host`.
+        ("", "pods", "spec.host") => "spec.nodeName",
+        ("", "events", "source") => "source.component",
+        _ => label,
+    };
+    let supported = match label {
+        "metadata.name" => true,
+        // Nodes and namespaces accept only their own labels (no metadata.namespace).
+        "metadata.namespace" => rt.namespaced || !(rt.custom || builtin_fields(rt).1),
+        _ if rt.custom => rt.selectable_fields.iter().any(|f| f == label),
+        _ => builtin_fields(rt).0.contains(&label),
+    };
+    supported.then(|| path.to_string())
+}
+
+fn unsupported_field(rt: &ResourceType, label: &str) -> ApiError {
+    if rt.custom || builtin_fields(rt).1 {
+        ApiError::bad_request(format!("field label not supported: {label}"))
+    } else {
+        ApiError::bad_request(format!(
+            "{label:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        ))
     }
 }
 

@@ -53,7 +53,7 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (for deletions: the last state, with the deletion's rv).
     pub object: Arc<Value>,
-    /// The object before the change (modifications only).
+    /// The object before the change (modifications and deletions).
     pub old: Option<Arc<Value>>,
 }
 
@@ -147,15 +147,49 @@ impl Store {
 
     /// Removes an object; `last` is its final state stamped with the deletion's rv.
     pub fn remove(&mut self, key: &ObjKey, last: Value, rv: u64) {
-        if self.objects.remove(key).is_some() {
+        if let Some(stored) = self.objects.remove(key) {
             self.record(Event {
                 rv,
                 key: key.clone(),
                 kind: EventType::Deleted,
                 object: Arc::new(last),
-                old: None,
+                old: Some(Arc::new(stored)),
             });
         }
+    }
+
+    /// The objects of a type (optionally in one namespace) as they were at `rv`, rebuilt by
+    /// undoing the later events; `None` when the history no longer reaches back to `rv`.
+    pub fn list_at(
+        &self,
+        group: &str,
+        plural: &str,
+        ns: Option<&str>,
+        rv: u64,
+    ) -> Option<BTreeMap<ObjKey, Value>> {
+        if rv < self.compacted || rv > self.rv {
+            return None;
+        }
+        let mut objects: BTreeMap<ObjKey, Value> = self
+            .list(group, plural, ns)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ev in self.history.iter().rev().take_while(|e| e.rv > rv) {
+            let k = &ev.key;
+            if k.group != group || k.plural != plural || ns.is_some_and(|n| k.namespace != n) {
+                continue;
+            }
+            match (&ev.kind, &ev.old) {
+                (EventType::Added, _) => {
+                    objects.remove(k);
+                }
+                (EventType::Modified | EventType::Deleted, Some(old)) => {
+                    objects.insert(k.clone(), (**old).clone());
+                }
+                (EventType::Modified | EventType::Deleted, None) => {}
+            }
+        }
+        Some(objects)
     }
 
     fn record(&mut self, ev: Event) {

@@ -1,7 +1,5 @@
 //! Owner-reference garbage collection and orphaning of dependents.
 
-use std::collections::HashSet;
-
 use serde_json::{Value, json};
 
 use super::super::store::ObjKey;
@@ -42,42 +40,120 @@ impl Cluster {
         }
     }
 
-    /// One garbage-collection pass: deletes objects all of whose owners are gone (repeating
-    /// until nothing changes, so chains cascade). Returns how many objects were deleted or
-    /// marked for deletion.
+    /// Whether the owner an ownerReference names exists: the object of that kind and name (in
+    /// the dependent's namespace, for a namespaced kind) with that uid, as the kube garbage
+    /// collector checks. An owner of a kind this server does not know counts as present
+    /// (the real collector cannot resolve it either and keeps the dependent).
+    fn owner_exists(&self, dependent: &ObjKey, owner: &Value) -> bool {
+        let field = |f: &str| owner.get(f).and_then(Value::as_str).unwrap_or_default();
+        let group = field("apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
+        let Some(rt) = self.registry.by_kind(group, field("kind")) else {
+            return true;
+        };
+        let key = ObjKey {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: if rt.namespaced {
+                dependent.namespace.clone()
+            } else {
+                String::new()
+            },
+            name: field("name").to_string(),
+        };
+        // A namespaced owner of a cluster-scoped dependent is invalid, hence absent.
+        !(rt.namespaced && dependent.namespace.is_empty())
+            && self
+                .store
+                .get(&key)
+                .is_some_and(|o| meta_str(o, "uid") == Some(field("uid")))
+    }
+
+    /// One garbage-collection pass, repeated until nothing changes (so chains cascade):
+    /// - a dependent none of whose owners exists is deleted;
+    /// - a dependent with some owners gone loses the references to them;
+    /// - a terminating namespace has its objects deleted, and goes once it is empty.
+    ///
+    /// Returns how many objects were deleted, marked for deletion or changed.
     pub fn collect_garbage(&mut self) -> usize {
         let mut total = 0;
         loop {
-            let uids: HashSet<String> = self
-                .store
-                .all()
-                .filter_map(|(_, o)| meta_str(o, "uid").map(String::from))
-                .collect();
-            let orphans: Vec<(ObjKey, Value)> = self
-                .store
-                .all()
-                .filter(|(_, o)| {
-                    let owners = owner_uids(o);
-                    !owners.is_empty()
-                        && owners.iter().all(|u| !uids.contains(*u))
-                        && meta(o).get("deletionTimestamp").is_none()
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if orphans.is_empty() {
-                return total;
-            }
-            total += orphans.len();
-            for (k, v) in orphans {
-                if let Some(rt) = self.registry.get(&k.group, &k.plural) {
-                    tracing::debug!(plural = %k.plural, namespace = %k.namespace, name = %k.name, "garbage collecting");
-                    self.delete_key(&rt, &k, v, None);
-                } else {
-                    // A type that is no longer registered: drop silently.
-                    let rv = self.store.next_rv();
-                    self.store.remove(&k, v, rv);
+            let mut orphans = vec![];
+            let mut dangling = vec![];
+            for (k, o) in self.store.all() {
+                let Some(refs) = meta(o).get("ownerReferences").and_then(Value::as_array) else {
+                    continue;
+                };
+                if refs.is_empty() || meta(o).get("deletionTimestamp").is_some() {
+                    continue;
+                }
+                let live: Vec<&Value> = refs.iter().filter(|r| self.owner_exists(k, r)).collect();
+                if live.is_empty() {
+                    orphans.push((k.clone(), o.clone()));
+                } else if live.len() < refs.len() {
+                    let mut v = o.clone();
+                    v["metadata"]["ownerReferences"] = json!(live);
+                    dangling.push((k.clone(), v));
                 }
             }
+            let namespaces = self.terminating_namespaces();
+            if orphans.is_empty() && dangling.is_empty() && namespaces.is_empty() {
+                return total;
+            }
+            let mut changed = orphans.len() + dangling.len();
+            for (k, mut v) in dangling {
+                let rv = self.store.next_rv();
+                meta_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
+                self.store.put(k, v, rv);
+            }
+            for (k, v) in orphans {
+                self.delete_stored(&k, v);
+            }
+            for (ns_key, ns) in namespaces {
+                let contained: Vec<(ObjKey, Value)> = self
+                    .store
+                    .all()
+                    .filter(|(k, _)| k.namespace == ns_key.name)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if contained.is_empty() {
+                    if let Some(rt) = self.registry.get("", "namespaces") {
+                        self.remove(&rt, &ns_key, ns);
+                    }
+                    changed += 1;
+                    continue;
+                }
+                for (k, v) in contained {
+                    if meta(&v).get("deletionTimestamp").is_none() {
+                        self.delete_stored(&k, v);
+                        changed += 1;
+                    }
+                }
+            }
+            if changed == 0 {
+                // Only finalizers hold what is left; their removal wakes the collector again.
+                return total;
+            }
+            total += changed;
+        }
+    }
+
+    fn terminating_namespaces(&self) -> Vec<(ObjKey, Value)> {
+        self.store
+            .list("", "namespaces", None)
+            .filter(|(_, o)| meta(o).get("deletionTimestamp").is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Deletes a stored object as a DELETE without options would.
+    fn delete_stored(&mut self, k: &ObjKey, v: Value) {
+        if let Some(rt) = self.registry.get(&k.group, &k.plural) {
+            tracing::debug!(plural = %k.plural, namespace = %k.namespace, name = %k.name, "garbage collecting");
+            self.delete_key(&rt, k, v, None);
+        } else {
+            // A type that is no longer registered: drop silently.
+            let rv = self.store.next_rv();
+            self.store.remove(k, v, rv);
         }
     }
 }

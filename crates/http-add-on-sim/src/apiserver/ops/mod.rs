@@ -93,6 +93,64 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// Options of a LIST request.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// `limit`: the most items per page (0 or absent: all).
+    pub limit: Option<usize>,
+    /// `continue`: the token of the previous page.
+    pub continue_token: Option<String>,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`: `Exact` or `NotOlderThan`.
+    pub resource_version_match: Option<String>,
+}
+
+/// The opaque `continue` token of a paged list: the snapshot's resourceVersion and the key of
+/// the last item served, as JSON in hex (clients must not look inside).
+struct ContinueToken;
+
+impl ContinueToken {
+    /// Where an object sorts within its type: (namespace, name), as the store orders keys.
+    fn key_of(k: &ObjKey) -> (String, String) {
+        (k.namespace.clone(), k.name.clone())
+    }
+
+    fn encode(rv: u64, (ns, name): &(String, String)) -> String {
+        json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{ns}/{name}")})
+            .to_string()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn decode(token: &str) -> ApiResult<(u64, (String, String))> {
+        let invalid = || {
+            ApiError::bad_request(
+                "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+            )
+        };
+        if token.len() % 2 != 0 || !token.is_ascii() {
+            return Err(invalid());
+        }
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| invalid())?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        match (
+            v.get("rv").and_then(Value::as_u64),
+            v.get("start")
+                .and_then(Value::as_str)
+                .and_then(|s| s.split_once('/')),
+        ) {
+            (Some(rv), Some((ns, name))) => Ok((rv, (ns.to_string(), name.to_string()))),
+            _ => Err(invalid()),
+        }
+    }
+}
+
 /// Which part of an object a request addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sub {
@@ -275,7 +333,8 @@ impl Cluster {
             .ok_or_else(|| ApiError::not_found(Self::target(rt, name)))
     }
 
-    /// Lists objects.
+    /// Lists objects, a page at a time when `opts.limit` is set: every page is cut from the
+    /// state at the first page's resourceVersion, which the `continue` token carries.
     pub fn list(
         &self,
         rt: &ResourceType,
@@ -283,19 +342,78 @@ impl Cluster {
         ns: Option<&str>,
         labels: &LabelSelector,
         fields: &FieldSelector,
-    ) -> Value {
-        let items: Vec<Value> = self
-            .store
-            .list(&rt.group, &rt.plural, ns)
-            .filter(|(_, o)| labels.matches(o) && fields.matches(o))
-            .map(|(_, o)| Self::render(rt, version, o))
-            .collect();
-        json!({
+        opts: &ListOptions,
+    ) -> ApiResult<Value> {
+        let current = self.store.rv();
+        let requested = opts
+            .resource_version
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                r.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))
+            })
+            .transpose()?;
+        let (at, start) = match &opts.continue_token {
+            Some(token) => {
+                if requested.is_some() {
+                    return Err(ApiError::bad_request(
+                        "specifying resource version is not allowed when using continue",
+                    ));
+                }
+                let (rv, start) = ContinueToken::decode(token)?;
+                if rv < self.store.compacted() {
+                    return Err(ApiError::continue_expired());
+                }
+                (rv, Some(start))
+            }
+            None => match (opts.resource_version_match.as_deref(), requested) {
+                (Some("Exact"), Some(rv)) if rv > current => {
+                    return Err(ApiError::too_large_resource_version(rv, current));
+                }
+                (Some("Exact"), Some(rv)) if rv < self.store.compacted() => {
+                    return Err(ApiError::gone(rv, self.store.compacted() + 1));
+                }
+                (Some("Exact"), Some(rv)) => (rv, None),
+                (Some("NotOlderThan"), Some(rv)) if rv > current => {
+                    return Err(ApiError::too_large_resource_version(rv, current));
+                }
+                _ => (current, None),
+            },
+        };
+        let snapshot = if at == current {
+            self.store
+                .list(&rt.group, &rt.plural, ns)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            self.store
+                .list_at(&rt.group, &rt.plural, ns, at)
+                .ok_or_else(|| ApiError::gone(at, self.store.compacted() + 1))?
+        };
+        let mut matching = snapshot
+            .into_iter()
+            .filter(|(k, _)| start.as_ref().is_none_or(|s| ContinueToken::key_of(k) > *s))
+            .filter(|(_, o)| labels.matches(o) && fields.matches(o));
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let page: Vec<(ObjKey, Value)> = matching.by_ref().take(limit).collect();
+        let remaining = matching.count();
+        let mut list_meta = json!({"resourceVersion": at.to_string()});
+        if remaining > 0
+            && let Some((last, _)) = page.last()
+        {
+            list_meta["continue"] = json!(ContinueToken::encode(at, &ContinueToken::key_of(last)));
+            // Only an unfiltered list knows how many items are left, as with etcd.
+            if labels.is_empty() && fields.is_empty() {
+                list_meta["remainingItemCount"] = json!(remaining);
+            }
+        }
+        Ok(json!({
             "apiVersion": rt.api_version(version),
             "kind": rt.list_kind,
-            "metadata": {"resourceVersion": self.store.rv().to_string()},
-            "items": items,
-        })
+            "metadata": list_meta,
+            "items": page.iter().map(|(_, o)| Self::render(rt, version, o)).collect::<Vec<_>>(),
+        }))
     }
 
     /// Creates a namespace unless it exists.
@@ -326,6 +444,24 @@ impl Cluster {
         self.store.put(key, obj, rv);
     }
 
+    /// Admission of a create into `ns` (the NamespaceLifecycle plugin): the namespace must exist
+    /// and must not be terminating.
+    fn check_namespace_accepts(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
+        let key = ObjKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.into(),
+        };
+        match self.store.get(&key) {
+            None => Err(ApiError::namespace_not_found(ns)),
+            Some(n) if meta(n).get("deletionTimestamp").is_some() => {
+                Err(ApiError::namespace_terminating(Self::target(rt, name), ns))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Creates an object.
     pub fn create(
         &mut self,
@@ -339,6 +475,9 @@ impl Cluster {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
             ));
+        }
+        if meta_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::resource_version_set_on_create());
         }
         let body_ns = meta_str(&obj, "namespace")
             .filter(|s| !s.is_empty())
@@ -358,6 +497,9 @@ impl Cluster {
             None
         };
         let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        if let Some(ns) = &ns {
+            self.check_namespace_accepts(rt, ns, &name)?;
+        }
         if name.is_empty()
             && let Some(prefix) = meta_str(&obj, "generateName").filter(|p| !p.is_empty())
         {
@@ -427,12 +569,10 @@ impl Cluster {
                 ApplyScope::Main,
             );
         }
+        normalize_meta(&mut obj);
         self.prepare(rt, version, &mut obj, None)?;
         if opts.dry_run {
             return Ok(Self::render(rt, version, &obj));
-        }
-        if let Some(ns) = &ns {
-            self.ensure_namespace(ns);
         }
         let rv = self.store.next_rv();
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -443,6 +583,11 @@ impl Cluster {
 
     /// Registers the type of a CRD after a write to it.
     fn after_write(&mut self, rt: &ResourceType, obj: &Value) {
+        // An object may name an owner that does not exist (or no longer does): the garbage
+        // collector decides, as the kube garbage collector does for every new dependent.
+        if meta(obj).get("ownerReferences").is_some() {
+            self.gc_needed = true;
+        }
         if is_crd_type(rt)
             && let Some(t) = ResourceType::from_crd(obj)
         {
@@ -493,6 +638,31 @@ impl Cluster {
                 m.insert("managedFields".into(), mf.clone());
             }
         }
+        normalize_meta(&mut new);
+        if meta(old).get("deletionTimestamp").is_some() {
+            let before = string_set(meta(old).get("finalizers"));
+            let added: Vec<String> = string_set(meta(&new).get("finalizers"))
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let name = meta_str(old, "name").unwrap_or_default();
+                return Err(ApiError::invalid(
+                    Target {
+                        group: &rt.group,
+                        kind: &rt.kind,
+                        name,
+                    },
+                    vec![Cause {
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {}",
+                            go_string_slice(&added)
+                        ),
+                    }],
+                ));
+            }
+        }
         self.prepare(rt, version, &mut new, Some(old))?;
         if let Some(g) = meta(old).get("generation").and_then(Value::as_i64)
             && spec_part(&new) != spec_part(old)
@@ -503,7 +673,11 @@ impl Cluster {
             .get("finalizers")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
-        if meta(old).get("deletionTimestamp").is_some() && finalizers_empty {
+        // A terminating namespace goes when the garbage collector has emptied it.
+        if meta(old).get("deletionTimestamp").is_some()
+            && finalizers_empty
+            && !is_namespace_type(rt)
+        {
             if dry_run {
                 return Ok(Self::render(rt, version, &new));
             }
@@ -643,8 +817,11 @@ impl Cluster {
         match kind {
             PatchKind::Merge => patch::merge_patch(&mut patched, &body),
             PatchKind::Json => patch::json_patch(&mut patched, &body)?,
-            // Custom resources have no patch strategies: a strategic patch is a merge patch.
-            PatchKind::Strategic if rt.custom => patch::merge_patch(&mut patched, &body),
+            PatchKind::Strategic if rt.custom => {
+                return Err(ApiError::unsupported_patch_type(
+                    &patch::CUSTOM_RESOURCE_PATCH_TYPES,
+                ));
+            }
             PatchKind::Strategic => patch::strategic_merge(&mut patched, &body),
             PatchKind::Apply => patch::server_side_apply(
                 &mut patched,
@@ -713,7 +890,7 @@ impl Cluster {
             self.registry.remove(g, p);
             tracing::info!(group = g, plural = p, "unregistered custom resource");
         }
-        if rt.group.is_empty() && rt.plural == "namespaces" {
+        if is_namespace_type(rt) {
             let contained: Vec<(ObjKey, Value)> = self
                 .store
                 .all()
@@ -729,40 +906,45 @@ impl Cluster {
         last
     }
 
-    /// Deletes one object: marks it when finalizers remain, removes it otherwise.
+    /// Deletes one object: marks it when finalizers remain (or, for a namespace, until the
+    /// garbage collector has emptied it), removes it otherwise.
     fn delete_key(
         &mut self,
         rt: &Arc<ResourceType>,
         key: &ObjKey,
         cur: Value,
         propagation: Option<&str>,
-    ) -> Value {
+    ) -> Deleted {
         if propagation == Some("Orphan")
             && let Some(uid) = meta_str(&cur, "uid").map(String::from)
         {
             self.orphan_dependents(&uid);
         }
-        let has_finalizers = meta(&cur)
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if !has_finalizers {
-            return self.remove(rt, key, cur);
+        let is_namespace = is_namespace_type(rt);
+        if !is_namespace && !has_finalizers(&cur) {
+            return Deleted::Gone(self.remove(rt, key, cur));
         }
         if meta(&cur).get("deletionTimestamp").is_some() {
-            return cur;
+            return Deleted::Pending(cur);
         }
         let mut new = cur;
+        if is_namespace {
+            // The namespace controller empties it first; until then it is Terminating.
+            new["status"]["phase"] = json!("Terminating");
+            self.gc_needed = true;
+        }
         let m = meta_mut(&mut new);
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
         let rv = self.store.next_rv();
         m.insert("resourceVersion".into(), json!(rv.to_string()));
         self.store.put(key.clone(), new.clone(), rv);
-        new
+        Deleted::Pending(new)
     }
 
-    /// Deletes an object (DELETE).
+    /// Deletes an object (DELETE). Like the API server, the answer is a `Status` when the object
+    /// is gone at once, and the object itself while finalizers (or a namespace's contents) hold
+    /// it, or for the types whose storage returns the deleted object (pods, service accounts).
     pub fn delete(
         &mut self,
         rt: &Arc<ResourceType>,
@@ -772,10 +954,7 @@ impl Cluster {
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
         let (key, cur) = self.existing(rt, ns, name)?;
-        if rt.group.is_empty()
-            && rt.plural == "namespaces"
-            && matches!(name, "default" | "kube-system" | "kube-public")
-        {
+        if is_namespace_type(rt) && matches!(name, "default" | "kube-system" | "kube-public") {
             return Err(ApiError::forbidden(format!(
                 "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
             )));
@@ -791,11 +970,19 @@ impl Cluster {
         {
             return Err(ApiError::conflict(Self::target(rt, name)));
         }
-        if opts.dry_run {
-            return Ok(Self::render(rt, version, &cur));
-        }
-        let out = self.delete_key(rt, &key, cur, opts.propagation.as_deref());
-        Ok(Self::render(rt, version, &out))
+        let deleted = if opts.dry_run {
+            if is_namespace_type(rt) || has_finalizers(&cur) {
+                Deleted::Pending(cur)
+            } else {
+                Deleted::Gone(cur)
+            }
+        } else {
+            self.delete_key(rt, &key, cur, opts.propagation.as_deref())
+        };
+        Ok(match deleted {
+            Deleted::Gone(last) if !returns_deleted_object(rt) => deleted_status(rt, &last),
+            Deleted::Gone(obj) | Deleted::Pending(obj) => Self::render(rt, version, &obj),
+        })
     }
 
     /// Deletes every matching object (DELETE on a collection) and returns them as a list.
@@ -819,7 +1006,9 @@ impl Cluster {
             let out = if opts.dry_run {
                 v
             } else {
-                self.delete_key(rt, &k, v, opts.propagation.as_deref())
+                match self.delete_key(rt, &k, v, opts.propagation.as_deref()) {
+                    Deleted::Gone(o) | Deleted::Pending(o) => o,
+                }
             };
             items.push(Self::render(rt, version, &out));
         }
@@ -829,6 +1018,96 @@ impl Cluster {
             "metadata": {"resourceVersion": self.store.rv().to_string()},
             "items": items,
         })
+    }
+}
+
+/// What a deletion did to an object.
+#[derive(Debug)]
+enum Deleted {
+    /// Removed from storage; the final state.
+    Gone(Value),
+    /// Marked for deletion (finalizers or a namespace's contents hold it); the marked state.
+    Pending(Value),
+}
+
+fn is_namespace_type(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "namespaces"
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    meta(obj)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// Types whose storage answers a DELETE with the deleted object (`ReturnDeletedObject`).
+fn returns_deleted_object(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "serviceaccounts")
+}
+
+/// The `Status` a DELETE answers when the object is gone; `details.kind` is the resource
+/// (plural), as the API server fills it.
+fn deleted_status(rt: &ResourceType, last: &Value) -> Value {
+    let mut details = json!({
+        "name": meta_str(last, "name").unwrap_or_default(),
+        "kind": rt.plural,
+        "uid": meta_str(last, "uid").unwrap_or_default(),
+    });
+    if !rt.group.is_empty() {
+        details["group"] = json!(rt.group);
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    })
+}
+
+/// The distinct strings of a JSON string list.
+fn string_set(v: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Go's `%#v` of a `[]string`, as the API server's validation messages print it.
+fn go_string_slice(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+/// Drops empty metadata collections, as the API server's typed ObjectMeta (`omitempty`) does:
+/// a JSON patch that removes the last finalizer leaves no `finalizers: []` behind.
+fn normalize_meta(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "finalizers",
+            "ownerReferences",
+            "labels",
+            "annotations",
+            "managedFields",
+        ] {
+            let empty = match m.get(field) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                m.remove(field);
+            }
+        }
     }
 }
 
