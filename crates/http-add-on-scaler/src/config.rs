@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
+use http_add_on_types::process;
 
 /// gRPC port of the external scaler (KEDA dials it).
 pub const ENV_PORT: &str = "KEDA_HTTP_SCALER_PORT";
@@ -32,9 +33,9 @@ pub const ENV_OTLP_METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENABLED";
 pub const ENV_OTLP_TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENABLED";
 /// OTLP trace protocol (`console`, `http/protobuf` or `grpc`; default `console`).
 pub const ENV_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
-/// Go's pprof listener address (default empty = off); there is no pprof in Rust, so setting
-/// it logs a warning.
-pub const ENV_PROFILING_BIND_ADDRESS: &str = "PROFILING_BIND_ADDRESS";
+/// Address of the debug endpoint (`/debug/stats`: process and runtime figures; default empty =
+/// off). Upstream serves Go's pprof there, which has no Rust counterpart.
+pub const ENV_PROFILING_BIND_ADDRESS: &str = process::ENV_PROFILING_BIND_ADDRESS;
 
 /// Every variable the scaler reads; other `KEDA_HTTP_*` variables get a warning.
 pub const KNOWN_VARIABLES: &[&str] = &[
@@ -85,15 +86,16 @@ pub struct Config {
     /// `StreamIsActive` answers the moment activity changes (default). `false` answers only
     /// every `stream_interval`, as upstream does: the baseline of `cargo xtask bench activation`.
     pub push_activation: bool,
-    /// Upstream's informer resync period. Our watches are event-driven and re-list by
-    /// themselves after a broken watch, so it changes nothing; it is validated so a value
-    /// that upstream rejects is rejected here too.
+    /// Upstream's informer resync period. The scaler derives nothing from its watched
+    /// objects (every call reads the reflector caches), so there is nothing to rebuild and it
+    /// changes nothing; it is validated so a value that upstream rejects is rejected here too.
     pub informer_resync: Duration,
     /// The OTLP exporter settings upstream reads (metrics, traces, trace protocol); not
     /// implemented here, enabling either logs a warning at start.
     pub otlp: OtlpSettings,
-    /// Go's pprof address; no effect here beyond a warning when set.
-    pub profiling_bind_address: Option<String>,
+    /// Where the debug endpoint listens (`PROFILING_BIND_ADDRESS`, Go syntax `host:port` or
+    /// `:port`); `None` = off.
+    pub profiling_listen: Option<SocketAddr>,
 }
 
 /// Upstream's OpenTelemetry exporter switches, read for compatibility.
@@ -156,7 +158,7 @@ impl Config {
             push_activation: true,
             informer_resync: DEFAULT_INFORMER_RESYNC,
             otlp: OtlpSettings::default(),
-            profiling_bind_address: None,
+            profiling_listen: None,
         }
     }
 
@@ -195,11 +197,14 @@ impl Config {
             push_activation: true,
             informer_resync: env.duration(ENV_INFORMER_RESYNC, DEFAULT_INFORMER_RESYNC)?,
             otlp: OtlpSettings::from_env(env)?,
-            profiling_bind_address: env.string(ENV_PROFILING_BIND_ADDRESS),
+            profiling_listen: env
+                .string(ENV_PROFILING_BIND_ADDRESS)
+                .map(|v| process::parse_bind_address(ENV_PROFILING_BIND_ADDRESS, &v))
+                .transpose()?,
         })
     }
 
-    /// Logs a warning for each upstream setting that has no effect here (OTLP export, pprof).
+    /// Logs a warning for each upstream setting that has no effect here (OTLP export).
     pub fn warn_unsupported(&self) {
         if self.otlp.metrics {
             tracing::warn!(
@@ -212,9 +217,6 @@ impl Config {
                 variable = ENV_OTLP_TRACES,
                 "OTLP trace export is not supported"
             );
-        }
-        if let Some(addr) = &self.profiling_bind_address {
-            tracing::warn!(variable = ENV_PROFILING_BIND_ADDRESS, %addr, "Go pprof profiling does not exist in this build; ignored");
         }
     }
 
@@ -259,6 +261,7 @@ mod tests {
         assert_eq!(c.queue_tick, Duration::from_millis(500));
         assert_eq!(c.stream_interval, Duration::from_millis(200));
         assert_eq!(c.stale_after(), Duration::from_secs(1));
+        assert_eq!(c.profiling_listen, None);
     }
 
     #[test]
@@ -273,8 +276,13 @@ mod tests {
             (ENV_ADMIN_PORT, "9091"),
             (ENV_QUEUE_TICK, "1s"),
             (ENV_STREAM_INTERVAL_MS, "50"),
+            (ENV_PROFILING_BIND_ADDRESS, ":6060"),
         ]))
         .unwrap();
+        assert_eq!(
+            c.profiling_listen,
+            Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 6060)))
+        );
         assert_eq!(c.grpc_listen.port(), 8091);
         assert_eq!(c.metrics_listen.port(), 9999);
         assert!(!c.metrics_enabled);
@@ -304,6 +312,7 @@ mod tests {
             (ENV_INFORMER_RESYNC, "hourly"),
             (ENV_OTLP_TRACES_PROTOCOL, "zipkin"),
             (ENV_OTLP_METRICS, "on"),
+            (ENV_PROFILING_BIND_ADDRESS, "6060"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((name, value));

@@ -63,6 +63,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct RunningScaler {
     grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    profiling_addr: Option<SocketAddr>,
     counts: Arc<Counts>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<Result<()>>>,
@@ -79,6 +80,12 @@ impl RunningScaler {
     /// (`OTEL_PROM_EXPORTER_ENABLED=false`).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Address of the debug endpoint (`/debug/stats`); `None` unless `PROFILING_BIND_ADDRESS`
+    /// is set.
+    pub fn profiling_addr(&self) -> Option<SocketAddr> {
+        self.profiling_addr
     }
 
     /// The counts aggregator (for inspection).
@@ -162,6 +169,14 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
     } else {
         None
     };
+    let profiling_listener = match config.profiling_listen {
+        Some(addr) => Some(bind("the debug endpoint", addr).await?),
+        None => None,
+    };
+    let profiling_addr = profiling_listener
+        .as_ref()
+        .zip(config.profiling_listen)
+        .map(|(l, addr)| local_addr(l, addr));
     let grpc_addr = local_addr(&grpc_listener, config.grpc_listen);
     let metrics_addr = metrics_listener
         .as_ref()
@@ -169,6 +184,7 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
     tracing::info!(
         %grpc_addr,
         ?metrics_addr,
+        ?profiling_addr,
         admin_namespace = %config.admin_namespace,
         admin_service = %config.admin_service,
         admin_deployment = ?config.admin_deployment,
@@ -208,6 +224,10 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
             metrics.clone(),
             counts.clone(),
         )));
+    }
+
+    if let Some(listener) = profiling_listener {
+        tasks.push(tokio::spawn(metrics::serve_debug(listener)));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -250,6 +270,7 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
     Ok(RunningScaler {
         grpc_addr,
         metrics_addr,
+        profiling_addr,
         counts,
         stop,
         server: Some(server),

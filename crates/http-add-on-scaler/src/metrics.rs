@@ -191,22 +191,46 @@ impl Metrics {
 /// Serves `GET /metrics` on `listener` until the task is dropped; the pinger gauges are read
 /// from `counts` at each scrape.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, counts: Arc<Counts>) {
+    serve_http(listener, "metrics", move |req| {
+        metrics.observe_reachability(counts.reachability(std::time::Instant::now()));
+        respond(req, &metrics)
+    })
+    .await;
+}
+
+/// Serves the debug endpoint (`PROFILING_BIND_ADDRESS`) on `listener` until the task is
+/// dropped: process and runtime figures as text (see
+/// [`http_add_on_types::process::debug_text`]).
+pub async fn serve_debug(listener: TcpListener) {
+    serve_http(listener, "debug", |req| {
+        let answer = http_add_on_types::process::debug_text("scaler", req.uri().path());
+        let status =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        text_response(status, "text/plain; charset=utf-8", answer.body)
+    })
+    .await;
+}
+
+/// Accepts HTTP/1.1 connections on `listener` (the `what` endpoint) and answers each request
+/// with `respond`, until the task is dropped.
+async fn serve_http<F>(listener: TcpListener, what: &'static str, respond: F)
+where
+    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let respond = Arc::new(respond);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(%error, "accepting a metrics connection");
+                tracing::warn!(what, %error, "accepting a connection");
                 continue;
             }
         };
-        let (metrics, counts) = (metrics.clone(), counts.clone());
+        let respond = respond.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (metrics, counts) = (metrics.clone(), counts.clone());
-                async move {
-                    metrics.observe_reachability(counts.reachability(std::time::Instant::now()));
-                    Ok::<_, Infallible>(respond(&req, &metrics))
-                }
+                let response = respond(&req);
+                async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -216,19 +240,26 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, counts: Arc<Cou
 }
 
 fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = if req.uri().path() == "/metrics" {
-        (
+    if req.uri().path() == "/metrics" {
+        text_response(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         )
     } else {
-        (
+        text_response(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found: try /metrics\n".to_owned(),
         )
-    };
+    }
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {

@@ -653,3 +653,28 @@ async fn stream_is_active_repeats_the_answer_every_interval() {
         assert!(!answer.result);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiling_bind_address_serves_the_debug_endpoint() {
+    let cluster = Cluster::start(0, |c| {
+        c.profiling_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = cluster.scaler.profiling_addr().expect("debug endpoint on");
+    let (status, text) = support::http_get(addr, "/debug/stats").await;
+    assert_eq!(status, hyper::StatusCode::OK, "{text}");
+    for series in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "tokio_workers ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(series)),
+            "{series}in\n{text}"
+        );
+    }
+    let (status, text) = support::http_get(addr, "/debug/pprof/heap").await;
+    assert_eq!(status, hyper::StatusCode::NOT_IMPLEMENTED, "{text}");
+    let off = Cluster::start(0, |_| {}).await;
+    assert_eq!(off.scaler.profiling_addr(), None, "off unless set");
+}

@@ -52,6 +52,7 @@ fn bad_environment_variables_are_named() {
         ("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS", "-3"),
         ("OTEL_PROM_EXPORTER_PORT", "99999"),
         ("OTEL_PROM_EXPORTER_ENABLED", "no"),
+        ("PROFILING_BIND_ADDRESS", "6060"),
     ] {
         let mut env = base.to_vec();
         env.push((name, value));

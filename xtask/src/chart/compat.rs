@@ -266,6 +266,12 @@ pub(crate) fn example(row: &ValueRow) -> Result<Value, String> {
 fn context_for(key: &str) -> Value {
     if key.starts_with("interceptor.tls.") && key != "interceptor.tls.enabled" {
         json!({"interceptor": {"tls": {"enabled": true}}})
+    } else if let Some(component) = key
+        .strip_prefix("profiling.")
+        .and_then(|k| k.strip_suffix(".port"))
+    {
+        // A debug endpoint's port shows only while the endpoint is on.
+        json!({"profiling": {component: {"enabled": true}}})
     } else {
         json!({})
     }

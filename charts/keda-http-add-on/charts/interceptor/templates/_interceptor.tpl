@@ -243,6 +243,11 @@ spec:
             - name: KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS
               value: {{ include "interceptor.certStoreDirs" $tls.cert_store_secrets | quote }}
             {{- end }}
+            {{- if .Values.profiling.interceptor.enabled }}
+            # The debug endpoint (/debug/stats), where upstream serves Go's pprof.
+            - name: PROFILING_BIND_ADDRESS
+              value: {{ printf ":%v" .Values.profiling.interceptor.port | quote }}
+            {{- end }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
           ports:
             - name: proxy
@@ -257,6 +262,11 @@ spec:
             {{- if $tls.enabled }}
             - name: proxy-tls
               containerPort: {{ $tls.port }}
+              protocol: TCP
+            {{- end }}
+            {{- if .Values.profiling.interceptor.enabled }}
+            - name: profiling
+              containerPort: {{ .Values.profiling.interceptor.port }}
               protocol: TCP
             {{- end }}
           livenessProbe:

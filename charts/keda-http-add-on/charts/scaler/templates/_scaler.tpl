@@ -175,6 +175,11 @@ spec:
               value: {{ .Values.scaler.queueTickDuration | quote }}
             - name: KEDA_HTTP_SCALER_STREAM_INTERVAL_MS
               value: {{ .Values.scaler.streamInterval | quote }}
+            {{- if .Values.profiling.scaler.enabled }}
+            # The debug endpoint (/debug/stats), where upstream serves Go's pprof.
+            - name: PROFILING_BIND_ADDRESS
+              value: {{ printf ":%v" .Values.profiling.scaler.port | quote }}
+            {{- end }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
           ports:
             - name: grpc
@@ -183,6 +188,11 @@ spec:
             - name: metrics
               containerPort: {{ $metricsPort }}
               protocol: TCP
+            {{- if .Values.profiling.scaler.enabled }}
+            - name: profiling
+              containerPort: {{ .Values.profiling.scaler.port }}
+              protocol: TCP
+            {{- end }}
           # gRPC health services of the scaler: `liveness` while the process serves,
           # `readiness` while interceptor counts are fresh.
           livenessProbe:
