@@ -138,6 +138,8 @@ impl Metrics {
             })
             .set(1);
         registry.register("target_info", "Target metadata", target);
+        // Go's client exports these by default, so upstream's dashboards may chart them.
+        registry.register_collector(Box::new(http_add_on_types::process::ProcessCollector));
         Self {
             registry,
             requests,
@@ -270,6 +272,13 @@ mod tests {
             text.contains(r#"target_info{service_name="keda-http-interceptor"} 1"#),
             "{text}"
         );
+        if cfg!(target_os = "linux") {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("process_resident_memory_bytes ")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

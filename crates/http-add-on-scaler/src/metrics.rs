@@ -107,6 +107,8 @@ impl Metrics {
             })
             .set(1);
         root.register("target_info", "Target metadata", target);
+        // Go's client exports these by default, so upstream's dashboards may chart them.
+        root.register_collector(Box::new(http_add_on_types::process::ProcessCollector));
         let registry = root.sub_registry_with_prefix("keda_http_scaler");
         let connected_interceptors = Gauge::default();
         let stream_reconnects = Counter::default();
@@ -303,6 +305,13 @@ mod tests {
             "keda_http_scaler_route_request_rate{route=\"ns/app\"} 1.5",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        if cfg!(target_os = "linux") {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("process_cpu_seconds_total ")),
+                "{text}"
+            );
         }
         m.forget("ns/app");
         assert!(

@@ -1,12 +1,33 @@
 //! A running scaler's `/metrics` has every scaler series of upstream 0.16
-//! (`compat/metrics.tsv`) with its type, labels and buckets, plus `target_info`.
+//! (`compat/metrics.tsv`) with its type, labels and buckets, plus `target_info` and Go's
+//! `process_*` series.
 
 mod support;
 
-use http_add_on_types::compat::{check_metrics, metric_rows};
+use http_add_on_types::compat::{MetricRow, check_metrics, metric_rows};
+use http_add_on_types::process::GO_PROCESS_SERIES;
 use support::{Cluster, eventually};
 
 const METRICS_TSV: &str = include_str!("../../../compat/metrics.tsv");
+
+/// The `process_*` series of Go's Prometheus client, which upstream serves too (its exporter
+/// uses the default registry); `metrics.tsv` lists only the add-on's own series. Read from
+/// `/proc`, so only on Linux.
+fn go_process_rows() -> Vec<MetricRow> {
+    if !cfg!(target_os = "linux") {
+        return Vec::new();
+    }
+    GO_PROCESS_SERIES
+        .iter()
+        .map(|(name, kind)| MetricRow {
+            component: "scaler".to_owned(),
+            name: (*name).to_owned(),
+            kind: (*kind).to_owned(),
+            labels: Vec::new(),
+            buckets: Vec::new(),
+        })
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_upstream_series_is_served() {
@@ -22,6 +43,8 @@ async fn every_upstream_series_is_served() {
     })
     .await;
     let failures = check_metrics(&text, &rows);
+    assert!(failures.is_empty(), "{failures:#?}\n{text}");
+    let failures = check_metrics(&text, &go_process_rows());
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
     assert!(
         text.contains("target_info{service_name=\"keda-http-external-scaler\"} 1"),

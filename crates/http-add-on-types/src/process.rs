@@ -38,6 +38,11 @@ pub struct ProcessStats {
     pub max_fds: Option<f64>,
     /// Start time since the Unix epoch, in seconds (`process_start_time_seconds`).
     pub start_time_seconds: Option<f64>,
+    /// Bytes received over the network by the process's network namespace (`IpExt InOctets` of
+    /// `net/netstat`, as Go reads it) (`process_network_receive_bytes_total`).
+    pub network_receive_bytes: Option<f64>,
+    /// Bytes sent, likewise (`OutOctets`) (`process_network_transmit_bytes_total`).
+    pub network_transmit_bytes: Option<f64>,
     /// Threads (debug endpoint only; Go's client has no such series).
     pub threads: Option<f64>,
 }
@@ -54,6 +59,8 @@ impl ProcessStats {
         let stat = text("stat").and_then(|s| parse_stat(&s));
         let status = text("status");
         let limits = text("limits");
+        let netstat = text("net/netstat");
+        let octets = |key: &str| netstat.as_deref().and_then(|n| ip_ext_field(n, key));
         let boot_time = std::fs::read_to_string(proc.join("stat"))
             .ok()
             .and_then(|s| parse_boot_time(&s));
@@ -79,12 +86,14 @@ impl ProcessStats {
             start_time_seconds: stat
                 .zip(boot_time)
                 .map(|(s, boot)| boot + s.start_ticks as f64 / USER_HZ),
+            network_receive_bytes: octets("InOctets"),
+            network_transmit_bytes: octets("OutOctets"),
             threads: status.as_deref().and_then(|s| status_field(s, "Threads")),
         }
     }
 
     /// The series as `(name, help, value)`, counters with their `_total` name.
-    fn series(&self) -> [(&'static str, &'static str, Option<f64>); 7] {
+    fn series(&self) -> [(&'static str, &'static str, Option<f64>); 9] {
         [
             (
                 "process_cpu_seconds_total",
@@ -120,6 +129,16 @@ impl ProcessStats {
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
                 self.start_time_seconds,
+            ),
+            (
+                "process_network_receive_bytes_total",
+                "Number of bytes received by the process over the network.",
+                self.network_receive_bytes,
+            ),
+            (
+                "process_network_transmit_bytes_total",
+                "Number of bytes sent by the process over the network.",
+                self.network_transmit_bytes,
             ),
         ]
     }
@@ -172,6 +191,35 @@ fn soft_limit(text: &str, name: &str) -> Option<f64> {
         v => v.parse::<u64>().ok().map(|v| v as f64),
     }
 }
+
+/// The value of `key` in the `IpExt:` lines of `net/netstat` (a line of names, then a line of
+/// values).
+fn ip_ext_field(text: &str, key: &str) -> Option<f64> {
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix("IpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == key)?;
+    values
+        .split_whitespace()
+        .nth(at)?
+        .parse::<u64>()
+        .ok()
+        .map(|v| v as f64)
+}
+
+/// The `process_*` series of Go's Prometheus client (client_golang's process collector on
+/// Linux), which upstream serves beside its own because its exporter uses the default
+/// registry: `(name, type)`, counters with their `_total` name.
+pub const GO_PROCESS_SERIES: [(&str, &str); 9] = [
+    ("process_cpu_seconds_total", "counter"),
+    ("process_open_fds", "gauge"),
+    ("process_max_fds", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_virtual_memory_max_bytes", "gauge"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_network_receive_bytes_total", "counter"),
+    ("process_network_transmit_bytes_total", "counter"),
+];
 
 /// Adds the `process_*` series of Go's Prometheus client to a registry, read at each scrape.
 /// A figure that cannot be read is left out, as Go's collector does.
@@ -331,6 +379,11 @@ mod tests {
             soft_limit(limits, "Max address space"),
             Some(u64::MAX as f64)
         );
+        let netstat = "TcpExt: SyncookiesSent\nTcpExt: 0\n\
+                       IpExt: InNoRoutes InOctets OutOctets\nIpExt: 0 9030 8618\n";
+        assert_eq!(ip_ext_field(netstat, "InOctets"), Some(9030.0));
+        assert_eq!(ip_ext_field(netstat, "OutOctets"), Some(8618.0));
+        assert_eq!(ip_ext_field(netstat, "Nope"), None);
     }
 
     #[test]
@@ -361,6 +414,8 @@ mod tests {
                 open_fds: Some(3.0),
                 max_fds: Some(1024.0),
                 start_time_seconds: Some(1025.0),
+                network_receive_bytes: None,
+                network_transmit_bytes: None,
                 threads: None,
             }
         );
@@ -385,6 +440,17 @@ mod tests {
             started <= now + 1.0 && started > now - 86_400.0,
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn the_collector_encodes_exactly_go_series() {
+        let names: Vec<_> = ProcessStats::default()
+            .series()
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect();
+        let go: Vec<_> = GO_PROCESS_SERIES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, go);
     }
 
     #[test]
