@@ -555,7 +555,7 @@ fn rust_sources(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Value sets rendered by `helm template`, as `--set` arguments.
-const RENDER_CASES: [&[&str]; 8] = [
+const RENDER_CASES: [&[&str]; 9] = [
     &[],
     &[
         "operator.watchNamespace=apps",
@@ -581,7 +581,69 @@ const RENDER_CASES: [&[&str]; 8] = [
         "interceptor.tls.key_path=/old/tls.key",
         "interceptor.tls.cert_secret=old-tls",
     ],
+    // ServiceMonitors on, the scaler's Prometheus endpoint off.
+    &[
+        "serviceMonitor.enabled=true",
+        "scaler.metrics.prometheus.enabled=false",
+    ],
 ];
+
+/// What a value set implies for the metrics objects: a ServiceMonitor (and a `metrics` port)
+/// exactly for the components whose metrics are on, none at all without
+/// `serviceMonitor.enabled`; a problem for each difference.
+fn metrics_object_problems(case: &[&str], objects: &[Value]) -> Vec<String> {
+    let set = |key: &str| {
+        case.iter()
+            .find_map(|s| s.strip_prefix(key)?.strip_prefix('='))
+    };
+    let monitors = set("serviceMonitor.enabled") == Some("true");
+    let scaler_metrics = set("scaler.metrics.prometheus.enabled") != Some("false");
+    let component = |o: &Value| {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut problems = Vec::new();
+    for name in ["operator", "interceptor", "scaler"] {
+        if set(&format!("{name}.enabled")) == Some("false") {
+            continue;
+        }
+        let want = monitors && (name != "scaler" || scaler_metrics);
+        let has = objects
+            .iter()
+            .any(|o| o["kind"] == "ServiceMonitor" && component(o) == name);
+        if has != want {
+            problems.push(format!(
+                "{name}: a ServiceMonitor is {}rendered",
+                if has { "" } else { "not " }
+            ));
+        }
+    }
+    // The scaler's metrics port, on its Services and its container, follows its endpoint.
+    let ports = |o: &Value, path: &str| -> bool {
+        o.pointer(path)
+            .and_then(Value::as_array)
+            .is_some_and(|ports| ports.iter().any(|p| p["name"] == "metrics"))
+    };
+    for o in objects.iter().filter(|o| component(o) == "scaler") {
+        let has = match o["kind"].as_str() {
+            Some("Service") => ports(o, "/spec/ports"),
+            Some("Deployment") => ports(o, "/spec/template/spec/containers/0/ports"),
+            _ => continue,
+        };
+        if has != scaler_metrics {
+            problems.push(format!(
+                "scaler {} {}: a metrics port {}with the Prometheus endpoint {}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default(),
+                if has { "" } else { "missing " },
+                if scaler_metrics { "on" } else { "off" }
+            ));
+        }
+    }
+    problems
+}
 
 /// `helm lint --strict` must pass, `helm template` of [`RENDER_CASES`] must render named
 /// YAML documents, the deprecated TLS spellings must reach the container, and a bad value must
@@ -643,6 +705,11 @@ fn helm_problems(
             .and_then(helm::objects)
         {
             Ok(objects) => {
+                problems.extend(
+                    metrics_object_problems(case, &objects)
+                        .into_iter()
+                        .map(|p| format!("{shown}: {p}")),
+                );
                 if case
                     .iter()
                     .any(|s| s.starts_with("interceptor.tls.cert_path="))
@@ -1025,6 +1092,50 @@ mod tests {
             problems[0].contains("KEDA_HTTP_DRAIN_TIMEOUTS"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_scaler_service_monitor_without_scaler_metrics_is_reported() {
+        let object = |kind: &str, component: &str, ports: &[&str]| {
+            let ports: Vec<_> = ports.iter().map(|p| json!({"name": p})).collect();
+            json!({
+                "kind": kind,
+                "metadata": {"name": format!("x-{component}"),
+                             "labels": {"app.kubernetes.io/component": component}},
+                "spec": {"ports": ports, "template": {"spec": {"containers": [{"ports": ports}]}}},
+            })
+        };
+        let monitors = |with_scaler: bool| {
+            let mut objects: Vec<_> = ["operator", "interceptor"]
+                .iter()
+                .map(|c| object("ServiceMonitor", c, &[]))
+                .collect();
+            if with_scaler {
+                objects.push(object("ServiceMonitor", "scaler", &[]));
+            }
+            objects
+        };
+        let off = [
+            "serviceMonitor.enabled=true",
+            "scaler.metrics.prometheus.enabled=false",
+        ];
+        let mut good = monitors(false);
+        good.push(object("Service", "scaler", &["grpc"]));
+        good.push(object("Deployment", "scaler", &["grpc"]));
+        assert_eq!(metrics_object_problems(&off, &good), Vec::<String>::new());
+        let mut bad = monitors(true);
+        bad.push(object("Service", "scaler", &["grpc", "metrics"]));
+        let problems = metrics_object_problems(&off, &bad);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("scaler: a ServiceMonitor is rendered"),
+            "{problems:?}"
+        );
+        // Metrics on: the scaler's ServiceMonitor must be there.
+        let on = ["serviceMonitor.enabled=true"];
+        let problems = metrics_object_problems(&on, &monitors(false));
+        assert_eq!(problems, ["scaler: a ServiceMonitor is not rendered"]);
+        assert_eq!(metrics_object_problems(&[], &[]), Vec::<String>::new());
     }
 
     #[test]

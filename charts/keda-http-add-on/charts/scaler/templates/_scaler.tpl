@@ -25,6 +25,8 @@ Cluster-wide RBAC rules: the scaler lists and watches every HTTPScaledObject and
 {{- $name := include "keda-http-add-on.name" (merge (dict "kind" "deployment") $ctx) -}}
 {{- $roleName := include "keda-http-add-on.name" (merge (dict "kind" "clusterRole") $ctx) -}}
 {{- $metricsPort := .Values.scaler.metricsPort | default .Values.scaler.metrics.prometheus.port -}}
+{{- /* With the Prometheus endpoint off there is nothing to scrape: no metrics port, Service or ServiceMonitor. */}}
+{{- $metrics := .Values.scaler.metrics.prometheus.enabled -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -100,10 +102,13 @@ spec:
       targetPort: grpc
       protocol: TCP
       appProtocol: grpc
+    {{- if $metrics }}
     - name: metrics
       port: {{ $metricsPort }}
       targetPort: metrics
       protocol: TCP
+    {{- end }}
+{{- if $metrics }}
 ---
 apiVersion: v1
 kind: Service
@@ -122,6 +127,7 @@ spec:
       port: {{ $metricsPort }}
       targetPort: metrics
       protocol: TCP
+{{- end }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -185,9 +191,11 @@ spec:
             - name: grpc
               containerPort: {{ .Values.scaler.grpcPort }}
               protocol: TCP
+            {{- if $metrics }}
             - name: metrics
               containerPort: {{ $metricsPort }}
               protocol: TCP
+            {{- end }}
             {{- if .Values.profiling.scaler.enabled }}
             - name: profiling
               containerPort: {{ .Values.profiling.scaler.port }}
@@ -214,5 +222,7 @@ spec:
           securityContext:
             {{- include "keda-http-add-on.securityContext" $ctx | nindent 12 }}
       {{- include "keda-http-add-on.scheduling" $ctx | nindent 6 }}
+{{- if $metrics }}
 {{ include "keda-http-add-on.serviceMonitor" $ctx }}
+{{- end }}
 {{- end }}
