@@ -202,6 +202,26 @@ impl Sim {
         self.client.clone()
     }
 
+    /// Creates a Namespace through the API (an existing one is fine). Like Kubernetes, the
+    /// simulated API server creates nothing in a namespace that does not exist; only
+    /// `default`, `kube-system`, `kube-public` and `kube-node-lease` are there from the start.
+    pub async fn create_namespace(&self, name: &str) -> Result<(), kube::Error> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        let ns = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&kube::api::PostParams::default(), &ns).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The API server's base URL.
     pub fn url(&self) -> String {
         self.api.url()

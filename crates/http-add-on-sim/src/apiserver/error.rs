@@ -110,40 +110,42 @@ impl ApiError {
         }
     }
 
-    /// 409 Conflict of a server-side apply without `force`.
-    pub fn apply_conflicts(conflicts: &[super::patch::ApplyConflict]) -> Self {
+    /// 409 Conflict of a server-side apply without `force`, worded as the API server does:
+    /// `conflict with "m": .a` for one field of a manager, `conflicts with "m":` and a list
+    /// for several.
+    pub fn apply_conflicts(conflicts: &[super::fields::ApplyConflict]) -> Self {
         let n = conflicts.len();
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|c| {
-                format!(
-                    "conflict with \"{}\" using {}: {}",
-                    c.manager, c.api_version, c.path
-                )
-            })
-            .collect();
         let causes: Vec<Value> = conflicts
             .iter()
             .map(|c| {
                 json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                    "message": format!("conflict with {}", c.manager),
                     "field": c.path,
                 })
             })
             .collect();
+        let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for c in conflicts {
+            by_manager.entry(&c.manager).or_default().push(&c.path);
+        }
+        let parts: Vec<String> = by_manager
+            .iter()
+            .map(|(m, paths)| match paths.as_slice() {
+                [one] => format!("conflict with {m}: {one}"),
+                many => format!("conflicts with {m}:\n- {}", many.join("\n- ")),
+            })
+            .collect();
         let plural = if n == 1 { "" } else { "s" };
-        let body = if n == 1 {
-            list[0].clone()
-        } else {
-            format!("\n- {}", list.join("\n- "))
-        };
         Self {
             details: Some(json!({"causes": causes})),
             ..Self::new(
                 409,
                 "Conflict",
-                format!("Apply failed with {n} conflict{plural}: {body}"),
+                format!(
+                    "Apply failed with {n} conflict{plural}: {}",
+                    parts.join("\n")
+                ),
             )
         }
     }

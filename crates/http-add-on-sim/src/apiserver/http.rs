@@ -217,9 +217,17 @@ fn decode_body(body: &Bytes) -> ApiResult<Value> {
     })
 }
 
-fn write_options(params: &Params) -> WriteOptions {
+fn write_options(params: &Params, headers: &HeaderMap) -> WriteOptions {
     WriteOptions {
-        field_manager: params.get("fieldManager").map(String::from),
+        field_manager: params
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .map(String::from),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|u| u.to_str().ok())
+            .map(String::from),
+        applied: false,
         force: params.flag("force"),
         dry_run: params.get("dryRun") == Some("All"),
     }
@@ -343,10 +351,13 @@ fn serve_resource(
         (Method::GET, Some(name)) if is_scale => ok(shared.lock().get_scale(&rt, ns, name)?),
         (Method::GET, Some(name)) => ok(as_table(shared.lock().get(&rt, v, ns, name)?)),
         (Method::POST, None) => {
-            let obj =
-                shared
-                    .lock()
-                    .create(&rt, v, ns, decode_body(&body)?, &write_options(params))?;
+            let obj = shared.lock().create(
+                &rt,
+                v,
+                ns,
+                decode_body(&body)?,
+                &write_options(params, headers),
+            )?;
             Ok(json_response(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) if is_scale => ok(shared.lock().write_scale(
@@ -356,7 +367,7 @@ fn serve_resource(
             name,
             decode_body(&body)?,
             None,
-            &write_options(params),
+            &write_options(params, headers),
         )?),
         (Method::PUT, Some(name)) => ok(shared.lock().replace(
             &rt,
@@ -365,7 +376,7 @@ fn serve_resource(
             name,
             decode_body(&body)?,
             sub.unwrap_or(Sub::Main),
-            &write_options(params),
+            &write_options(params, headers),
         )?),
         (Method::PATCH, Some(name)) => {
             let ct = headers
@@ -379,7 +390,7 @@ fn serve_resource(
                 ));
             }
             let body = decode_body(&body)?;
-            let opts = write_options(params);
+            let opts = write_options(params, headers);
             let mut c = shared.lock();
             if is_scale {
                 return ok(c.write_scale(&rt, v, ns, name, body, Some(kind), &opts)?);

@@ -2,13 +2,14 @@
 //!
 //! Layout: [`store`] keeps objects, the global resourceVersion and the event history;
 //! [`registry`] knows the resource types (built-ins and CRDs); [`ops`] implements the API
-//! semantics; [`patch`] the patch formats; [`http`] the REST layer and watch streams;
+//! semantics; [`patch`] the patch formats; [`fields`] server-side apply and field ownership; [`http`] the REST layer and watch streams;
 //! [`discovery`] the discovery, OpenAPI and Table documents. The state lives in [`Shared`],
 //! independent of the HTTP listener, so the listener can be stopped and restarted on the same
 //! port with the same state (watches break and clients resume).
 
 pub mod discovery;
 pub mod error;
+pub mod fields;
 pub mod http;
 pub mod ops;
 pub mod patch;

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, ApiResult, Cause, Target};
-use super::patch::{self, ApplyScope, PatchKind};
+use super::fields::{self, ApplyScope, Shape, Writer};
+use super::patch::{self, PatchKind};
 use super::registry::{Registry, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{ObjKey, Store};
@@ -74,10 +75,15 @@ fn is_dns_subdomain(name: &str) -> bool {
 pub struct WriteOptions {
     /// `fieldManager` query parameter.
     pub field_manager: Option<String>,
+    /// The `User-Agent` header: without a `fieldManager`, non-apply writes are recorded under
+    /// its product name (`kubectl/v1.33 ...` → `kubectl`), as the API server does.
+    pub user_agent: Option<String>,
     /// `force` query parameter (server-side apply).
     pub force: bool,
     /// `dryRun=All`: compute the result without storing it.
     pub dry_run: bool,
+    /// The object was built by server-side apply, which recorded its own managedFields.
+    pub applied: bool,
 }
 
 /// Options of a DELETE request (from the query and the DeleteOptions body).
@@ -165,6 +171,41 @@ impl Sub {
         match self {
             Self::Main => ApplyScope::Main,
             Self::Status => ApplyScope::Status,
+        }
+    }
+
+    fn subresource(self) -> Option<&'static str> {
+        match self {
+            Self::Main => None,
+            Self::Status => Some("status"),
+        }
+    }
+}
+
+/// Who makes a non-apply write, for `managedFields`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UpdateManager<'a> {
+    manager: &'a str,
+    scope: ApplyScope,
+    subresource: Option<&'a str>,
+}
+
+impl WriteOptions {
+    /// The manager of a non-apply write: `fieldManager`, else the User-Agent's product.
+    fn update_manager(&self) -> &str {
+        self.field_manager.as_deref().unwrap_or_else(|| {
+            self.user_agent
+                .as_deref()
+                .and_then(|ua| ua.split('/').next())
+                .unwrap_or_default()
+        })
+    }
+
+    pub(super) fn updater(&self, sub: Sub) -> UpdateManager<'_> {
+        UpdateManager {
+            manager: self.update_manager(),
+            scope: sub.apply_scope(),
+            subresource: sub.subresource(),
         }
     }
 }
@@ -561,16 +602,11 @@ impl Cluster {
         {
             m.remove("status");
         }
-        if let Some(manager) = &opts.field_manager {
-            record_update_manager(
-                &mut obj,
-                manager,
-                &rt.api_version(version),
-                ApplyScope::Main,
-            );
-        }
         normalize_meta(&mut obj);
         self.prepare(rt, version, &mut obj, None)?;
+        if !opts.applied {
+            Self::track_update(rt, version, &json!({}), &mut obj, opts.updater(Sub::Main));
+        }
         if opts.dry_run {
             return Ok(Self::render(rt, version, &obj));
         }
@@ -607,6 +643,7 @@ impl Cluster {
         old: &Value,
         mut new: Value,
         dry_run: bool,
+        updater: Option<UpdateManager<'_>>,
     ) -> ApiResult<Value> {
         if !new.is_object() {
             return Err(ApiError::bad_request(
@@ -664,6 +701,9 @@ impl Cluster {
             }
         }
         self.prepare(rt, version, &mut new, Some(old))?;
+        if let Some(u) = updater {
+            Self::track_update(rt, version, old, &mut new, u);
+        }
         if let Some(g) = meta(old).get("generation").and_then(Value::as_i64)
             && spec_part(&new) != spec_part(old)
         {
@@ -696,6 +736,31 @@ impl Cluster {
         self.store.put(key, new.clone(), rv);
         self.after_write(rt, &new);
         Ok(Self::render(rt, version, &new))
+    }
+
+    /// Records a non-apply write in `managedFields` (after defaulting, so defaults are owned
+    /// by the writer, as in the API server).
+    fn track_update(
+        rt: &ResourceType,
+        version: &str,
+        old: &Value,
+        new: &mut Value,
+        u: UpdateManager<'_>,
+    ) {
+        let api_version = rt.api_version(version);
+        let time = now();
+        fields::track_update(
+            old,
+            new,
+            &Shape::of(rt, version),
+            Writer {
+                manager: u.manager,
+                api_version: &api_version,
+                scope: u.scope,
+                subresource: u.subresource,
+                time: &time,
+            },
+        );
     }
 
     fn check_rv(rt: &ResourceType, name: &str, body: &Value, current: &Value) -> ApiResult<()> {
@@ -741,7 +806,7 @@ impl Cluster {
         }
         let (key, cur) = self.existing(rt, ns, name)?;
         Self::check_rv(rt, name, &body, &cur)?;
-        let mut new = match sub {
+        let new = match sub {
             Sub::Main => {
                 let mut new = body;
                 if rt.status {
@@ -755,15 +820,15 @@ impl Cluster {
                 new
             }
         };
-        if let Some(manager) = &opts.field_manager {
-            record_update_manager(
-                &mut new,
-                manager,
-                &rt.api_version(version),
-                sub.apply_scope(),
-            );
-        }
-        self.commit(rt, version, key, &cur, new, opts.dry_run)
+        self.commit(
+            rt,
+            version,
+            key,
+            &cur,
+            new,
+            opts.dry_run,
+            Some(opts.updater(sub)),
+        )
     }
 
     /// Patches an object or its status; server-side apply creates the object when absent.
@@ -795,18 +860,23 @@ impl Cluster {
                     ));
                 }
                 let mut obj = json!({"metadata": {"name": name}});
+                let time = now();
                 // A new object has no other managers, so there is nothing to conflict with.
-                let _ = patch::server_side_apply(
+                let _ = fields::apply(
                     &mut obj,
                     &body,
-                    &manager,
                     true,
-                    ApplyScope::Main,
-                    &api_version,
-                    &now(),
+                    &Shape::of(rt, version),
+                    Writer {
+                        manager: &manager,
+                        api_version: &api_version,
+                        scope: ApplyScope::Main,
+                        subresource: None,
+                        time: &time,
+                    },
                 );
                 let opts = WriteOptions {
-                    field_manager: None,
+                    applied: true,
                     ..opts.clone()
                 };
                 return self.create(rt, version, ns, obj, &opts);
@@ -823,16 +893,23 @@ impl Cluster {
                 ));
             }
             PatchKind::Strategic => patch::strategic_merge(&mut patched, &body),
-            PatchKind::Apply => patch::server_side_apply(
-                &mut patched,
-                &body,
-                &manager()?,
-                opts.force,
-                sub.apply_scope(),
-                &api_version,
-                &now(),
-            )
-            .map_err(|c| ApiError::apply_conflicts(&c))?,
+            PatchKind::Apply => {
+                let time = now();
+                fields::apply(
+                    &mut patched,
+                    &body,
+                    opts.force,
+                    &Shape::of(rt, version),
+                    Writer {
+                        manager: &manager()?,
+                        api_version: &api_version,
+                        scope: sub.apply_scope(),
+                        subresource: sub.subresource(),
+                        time: &time,
+                    },
+                )
+                .map_err(|c| ApiError::apply_conflicts(&c))?;
+            }
         }
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
@@ -840,7 +917,7 @@ impl Cluster {
             ));
         }
         Self::check_rv(rt, name, &patched, &cur)?;
-        let mut new = match sub {
+        let new = match sub {
             Sub::Main => {
                 if rt.status {
                     keep_status(&mut patched, &cur);
@@ -856,12 +933,8 @@ impl Cluster {
                 new
             }
         };
-        if kind != PatchKind::Apply
-            && let Some(manager) = &opts.field_manager
-        {
-            record_update_manager(&mut new, manager, &api_version, sub.apply_scope());
-        }
-        self.commit(rt, version, key, &cur, new, opts.dry_run)
+        let updater = (kind != PatchKind::Apply).then(|| opts.updater(sub));
+        self.commit(rt, version, key, &cur, new, opts.dry_run, updater)
     }
 
     /// Removes an object now (no finalizer check) and returns its final state. Removing a CRD
@@ -1109,37 +1182,4 @@ fn normalize_meta(obj: &mut Value) {
             }
         }
     }
-}
-
-/// Records an `Update` entry for a non-apply write, so `managedFields` names the writer.
-fn record_update_manager(obj: &mut Value, manager: &str, api_version: &str, scope: ApplyScope) {
-    let sub = if scope == ApplyScope::Status {
-        Some("status")
-    } else {
-        None
-    };
-    let m = meta_mut(obj);
-    let mut entries: Vec<Value> = m
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Update")
-            && e.get("subresource").and_then(Value::as_str) == sub)
-    });
-    let mut entry = json!({
-        "manager": manager,
-        "operation": "Update",
-        "apiVersion": api_version,
-        "time": now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    if let Some(s) = sub {
-        entry["subresource"] = json!(s);
-    }
-    entries.push(entry);
-    m.insert("managedFields".into(), Value::Array(entries));
 }

@@ -108,7 +108,9 @@ impl Cluster {
         }
         let mut new = cur.clone();
         set_path(&mut new, &spec.spec_replicas_path, json!(replicas));
-        let new = self.commit(rt, version, key, &cur, new, opts.dry_run)?;
+        let mut updater = opts.updater(super::Sub::Main);
+        updater.subresource = Some("scale");
+        let new = self.commit(rt, version, key, &cur, new, opts.dry_run, Some(updater))?;
         Ok(scale_of(&spec, &new))
     }
 }
