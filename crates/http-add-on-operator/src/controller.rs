@@ -159,23 +159,6 @@ async fn reconcile_hso(hso: Arc<HTTPScaledObject>, ctx: Arc<Context>) -> Result<
 async fn reconcile_hso_inner(hso: Arc<HTTPScaledObject>, ctx: &Context) -> Result<Action> {
     let ns = hso.namespace().ok_or(Error::NotNamespaced)?;
     let api: Api<HTTPScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
-    if hso.finalizers().is_empty() && hso.meta().deletion_timestamp.is_none() {
-        // kube's helper adds the first finalizer with a JSON-patch `test` of a missing path
-        // against null, which Kubernetes accepts but not every implementation (the simulated
-        // API server rejects it); testing the resourceVersion is just as safe everywhere.
-        let patch: json_patch::Patch = serde_json::from_value(json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": hso.resource_version()},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-        ]))?;
-        api.patch(
-            &hso.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await?;
-        // The update triggers the next reconciliation.
-        return Ok(Action::await_change());
-    }
     finalizer(&api, FINALIZER, hso, |event| async {
         match event {
             Finalizer::Apply(hso) => apply_hso(&hso, &api, ctx).await,
