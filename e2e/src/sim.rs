@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -523,9 +523,19 @@ async fn register_services(
     scaler_port: u16,
     interceptors: &[InterceptorPorts],
 ) -> anyhow::Result<()> {
+    let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
+    // As `helm install --create-namespace` does: nothing can be created in a missing namespace.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            ADDON_NAMESPACE,
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ADDON_NAMESPACE}})),
+        )
+        .await
+        .with_context(|| format!("creating namespace {ADDON_NAMESPACE}"))?;
     let services: Api<Service> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
-    let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
     for (name, port_name, port) in [
         (PROXY_SERVICE, "proxy", PROXY_PORT),
         (ADMIN_SERVICE, "admin", ADMIN_PORT),

@@ -472,6 +472,9 @@ async fn an_invalid_object_is_reported_and_does_not_block_others() {
 #[tokio::test]
 async fn watch_namespace_limits_what_is_reconciled() {
     let sim = cluster().await;
+    for ns in ["watched", "other"] {
+        sim.create_namespace(ns).await.unwrap();
+    }
     let mut config = config();
     config.watch_namespace = Some("watched".into());
     let op = http_add_on_operator::Operator::start(sim.client(), config)

@@ -126,6 +126,7 @@ fn report(mode: Mode, samples: &[Duration]) {
 
 async fn measure(mode: Mode, trials: usize) -> anyhow::Result<Vec<Duration>> {
     let sim = Sim::start(SimConfig::apiserver_only()).await?;
+    sim.create_namespace(ADMIN_NAMESPACE).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
     for (_, crd) in generated_crds() {
         crds.create(&PostParams::default(), &crd).await?;

@@ -29,6 +29,10 @@ pub async fn cluster() -> Sim {
     let sim = Sim::start(SimConfig::apiserver_only())
         .await
         .expect("sim starts");
+    // The operator's own namespace (its leader-election Lease lives there).
+    sim.create_namespace(&config().namespace)
+        .await
+        .expect("operator namespace created");
     let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
     for (_, crd) in generated_crds() {
         crds.create(&PostParams::default(), &crd)

@@ -87,6 +87,9 @@ impl Cluster {
                 .await
                 .expect("CRD created");
         }
+        sim.create_namespace(ADMIN_NAMESPACE)
+            .await
+            .expect("admin namespace created");
         let services: Api<Service> = Api::namespaced(sim.client(), ADMIN_NAMESPACE);
         services
             .create(
