@@ -128,12 +128,23 @@ impl ChunkedScanner {
 
     /// Scans the next bytes; `End(n)` when the body ends after `n` of them.
     pub(crate) fn scan(&mut self, data: &[u8]) -> Result<Fed, MalformedChunk> {
+        self.scan_with(data, |_, _| {})
+    }
+
+    /// Scans as [`ChunkedScanner::scan`] does, handing the position and length of every run
+    /// of chunk data in `data` to `on_data` (to decode the body).
+    pub(crate) fn scan_with(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(usize, usize),
+    ) -> Result<Fed, MalformedChunk> {
         let mut i = 0;
         while i < data.len() {
             if self.state == State::Data {
                 let take = usize::try_from(self.size)
                     .unwrap_or(usize::MAX)
                     .min(data.len() - i);
+                on_data(i, take);
                 i += take;
                 self.size -= take as u64;
                 self.data_len += take as u64;
@@ -321,6 +332,35 @@ mod tests {
             let end = body.len();
             body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
             prop_assert_eq!(end_of(&body, &cuts), Ok(Some(end)));
+        }
+
+        #[test]
+        fn any_split_decodes_the_same_data(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..6),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let mut body = Vec::new();
+            for chunk in &chunks {
+                body.extend_from_slice(format!("{:x};x=y\r\n", chunk.len()).as_bytes());
+                body.extend_from_slice(chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\nT: v\r\n\r\n");
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c < body.len()).collect();
+            cuts.sort_unstable();
+            cuts.push(body.len());
+            let mut scanner = ChunkedScanner::default();
+            let mut decoded = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                let piece = &body[from..cut];
+                scanner
+                    .scan_with(piece, |at, len| decoded.extend_from_slice(&piece[at..at + len]))
+                    .map_err(|_| TestCaseError::fail("malformed"))?;
+                from = cut;
+            }
+            prop_assert_eq!(decoded, chunks.concat());
+            prop_assert_eq!(scanner.data_len(), chunks.concat().len() as u64);
         }
     }
 }

@@ -21,7 +21,7 @@ mod conn;
 mod exchange;
 pub(crate) mod framing;
 mod request;
-mod response;
+pub(crate) mod response;
 pub(crate) mod rules;
 mod tunnel;
 

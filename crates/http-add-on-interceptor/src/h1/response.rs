@@ -8,7 +8,7 @@ use super::rules::{is, is_protected, named_by_connection, tokens};
 use crate::headers::is_hop_by_hop;
 
 /// Largest response head accepted from a backend.
-pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// What a complete response head means for the exchange.
 pub(super) enum HeadOut {
@@ -30,7 +30,7 @@ pub(super) enum HeadOut {
 
 /// Parses a response head (on the stack, again on the heap when it has many header lines)
 /// and hands the result to `then`.
-pub(super) fn parse_response<T>(
+pub(crate) fn parse_response<T>(
     buf: &[u8],
     then: impl FnOnce(
         Result<httparse::Status<usize>, httparse::Error>,
@@ -52,7 +52,7 @@ pub(super) fn parse_response<T>(
 
 /// What a final response head says about its framing and connection.
 #[derive(Debug)]
-pub(super) struct ResponseFacts {
+pub(crate) struct ResponseFacts {
     /// How the body is framed.
     pub framing: Framing,
     /// The upstream connection may be pooled after the body (HTTP/1.1, no `close`).
@@ -65,7 +65,7 @@ pub(super) struct ResponseFacts {
 
 /// Reads the framing of a final response (status 200–999) to a request that was `HEAD` or
 /// not (RFC 9112 §6.3); an invalid or disagreeing `Content-Length` is refused.
-pub(super) fn inspect_response(
+pub(crate) fn inspect_response(
     response: &httparse::Response<'_, '_>,
     head_request: bool,
 ) -> Result<ResponseFacts, &'static str> {

@@ -1,6 +1,6 @@
-//! The hyper codec's bodies: [`ProxyBody`] (every response, settling the request's tally and
-//! driving the pooled upstream connection it is read from) and [`OutBody`] (every request body
-//! sent upstream, with the request body timeout).
+//! The hyper codec's bodies: [`ProxyBody`] (every response, settling the request's tally as
+//! its last bytes are handed over) and [`OutBody`] (every request body sent upstream, with the
+//! request body timeout).
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -14,33 +14,35 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::upstream::Pooled;
+use super::upstream::H1Body;
 use crate::request::Tally;
 
 /// Errors forwarding a body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response of this codec: the backend's streamed body or a reply's, with
-/// the request's tally, which settles as the last bytes are handed to hyper, and the pooled
-/// connection the backend's body is read from, which this body drives and checks in.
+/// the request's tally, which settles as the last bytes are handed to hyper.
 pub struct ProxyBody {
     inner: Inner,
     tally: Option<(Tally, u16)>,
-    pooled: Option<Pooled>,
     _active: Option<crate::idle::Active>,
 }
 
-pub(super) enum Inner {
+/// Where a response body comes from.
+pub(crate) enum Inner {
+    /// An HTTP/1.1 backend's body, read from its pooled connection (which it checks back in).
+    H1(H1Body),
+    /// hyper's client's body (h2c backends, upgrades).
     Upstream(Incoming),
+    /// A reply's whole body.
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub(super) fn new(inner: Inner, tally: Option<(Tally, u16)>, pooled: Option<Pooled>) -> Self {
+    pub(super) fn new(inner: Inner, tally: Option<(Tally, u16)>) -> Self {
         Self {
             inner,
             tally,
-            pooled,
             _active: None,
         }
     }
@@ -50,11 +52,8 @@ impl ProxyBody {
         self._active = Some(active);
     }
 
-    /// The body is complete: the request settles and its connection goes back to the pool.
+    /// The body is complete: the request settles.
     fn complete(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
-            pooled.check_in();
-        }
         if let Some((mut tally, status)) = self.tally.take() {
             tally.settle(status);
         }
@@ -63,17 +62,15 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(pooled) = &mut self.pooled {
-            pooled.drive(cx);
-        }
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::H1(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Inner::Full(bytes) => Poll::Ready(
                 bytes
                     .take()
@@ -84,12 +81,9 @@ impl Body for ProxyBody {
         match &polled {
             Poll::Ready(None) => self.complete(),
             Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.complete(),
-            // A body cut short is not recorded (the tally drops unsettled) and its connection
+            // A body cut short is not recorded (the tally drops unsettled); its connection
             // is closed.
-            Poll::Ready(Some(Err(_))) => {
-                self.tally = None;
-                self.pooled = None;
-            }
+            Poll::Ready(Some(Err(_))) => self.tally = None,
             _ => {}
         }
         polled
@@ -97,6 +91,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
+            Inner::H1(body) => body.is_end_stream(),
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
@@ -104,6 +99,7 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
+            Inner::H1(body) => body.size_hint(),
             Inner::Upstream(body) => body.size_hint(),
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))

@@ -29,7 +29,6 @@ use crate::routes::RouteEntry;
 
 use body::{BodyFailure, Inner};
 pub use body::{BoxError, OutBody, ProxyBody};
-use upstream::Pooled;
 
 type HttpClient = Client<HttpConnector, OutBody>;
 
@@ -58,7 +57,7 @@ impl std::fmt::Debug for Hyper {
 fn response(reply: Reply, tally: Option<Tally>) -> Response<ProxyBody> {
     let status = reply.status;
     let tally = tally.map(|t| (t, status.as_u16()));
-    let mut response = Response::new(ProxyBody::new(Inner::Full(Some(reply.body)), tally, None));
+    let mut response = Response::new(ProxyBody::new(Inner::Full(Some(reply.body)), tally));
     *response.status_mut() = status;
     *response.headers_mut() = *reply.headers;
     response
@@ -104,7 +103,9 @@ impl Hyper {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let http1 = req.version() < Version::HTTP_2;
-        let mut response = self.serve(remote, req).await;
+        // Boxed: hyper moves the service future into a task per stream, and the request's
+        // whole state machine is large; moving a pointer instead costs one allocation.
+        let mut response = Box::pin(self.serve(remote, req)).await;
         // While draining, every HTTP/1 response closes its connection, so clients stop reusing
         // it before the listener closes; closing an idle keep-alive connection later could race
         // a request being sent on it.
@@ -169,7 +170,7 @@ impl Hyper {
         let forwarded = self
             .forward(&entry, &backend, remote, req, host, &deadlines, &mut tally)
             .await;
-        let (mut upstream, pooled) = match forwarded {
+        let mut upstream = match forwarded {
             Ok(upstream) => upstream,
             Err(reply) => {
                 let mut response = response(reply, Some(tally));
@@ -198,17 +199,14 @@ impl Hyper {
         if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
             // The request stays in flight until the upgraded connection closes.
             tokio::spawn(tunnel(client, upstream, tally));
-            return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None, None));
+            return Response::from_parts(parts, ProxyBody::new(Inner::Full(None), None));
         }
-        Response::from_parts(
-            parts,
-            ProxyBody::new(Inner::Upstream(incoming), Some((tally, status)), pooled),
-        )
+        Response::from_parts(parts, ProxyBody::new(incoming, Some((tally, status))))
     }
 
     /// Sends the request to an endpoint of `backend` (another one after a failed connect, as
-    /// [`Attempts`] allows) and returns the response head (with the check-in of its pooled
-    /// connection, for its body to drive), or the reply that says why not.
+    /// [`Attempts`] allows) and returns the response (its body still to be read), or the
+    /// reply that says why not.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -219,7 +217,7 @@ impl Hyper {
         host: HeaderValue,
         deadlines: &Deadlines,
         tally: &mut Tally,
-    ) -> Result<(Response<Incoming>, Option<Pooled>), Reply> {
+    ) -> Result<Response<Inner>, Reply> {
         let state = backend.state();
         let (mut parts, body) = req.into_parts();
         let upgrade = headers::upgrade_protocol(&parts.headers).cloned();
@@ -289,7 +287,7 @@ impl Hyper {
                     self.h2c
                         .request(out)
                         .await
-                        .map(|response| (response, None))
+                        .map(|response| response.map(Inner::Upstream))
                         .map_err(|error| {
                             if error.is_connect() {
                                 // The root cause, as the HTTP/1.1 codec names it.
@@ -298,15 +296,14 @@ impl Hyper {
                                 Sent::Failed(source_chain(&error))
                             }
                         })
+                } else if upgrade.is_some() {
+                    upstream::send_upgrade(&self.policy.config, &upstream, out)
+                        .await
+                        .map(|response| response.map(Inner::Upstream))
                 } else {
-                    upstream::send(
-                        &self.policy.config,
-                        &self.policy.idle,
-                        &upstream,
-                        out,
-                        upgrade.is_some(),
-                    )
-                    .await
+                    upstream::send(&self.policy.config, &self.policy.idle, &upstream, out)
+                        .await
+                        .map(|response| response.map(Inner::H1))
                 }
             };
             let result = match deadlines.response_head(entry, Instant::now()) {
