@@ -157,6 +157,33 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether a map is itself a member of an `Update` set when a write adds it (FieldsV1
+    /// `"."`): structured-merge-diff records a map that was absent before; for built-in types
+    /// most structs exist in Go's zero value, so only the free-form maps count.
+    fn map_is_member(&self, names: &[String]) -> bool {
+        match names {
+            [] => false,
+            [only] if only == "metadata" => false,
+            [.., last] if self.schema.is_none() => {
+                matches!(
+                    last.as_str(),
+                    "labels"
+                        | "annotations"
+                        | "data"
+                        | "binaryData"
+                        | "stringData"
+                        | "matchLabels"
+                        | "nodeSelector"
+                ) || (self.group.is_empty()
+                    && self.plural == "services"
+                    && names.len() == 2
+                    && names[0] == "spec"
+                    && last == "selector")
+            }
+            _ => true,
+        }
+    }
+
     fn atomic_map(&self, names: &[String]) -> bool {
         if self.schema.is_some() && names.first().is_none_or(|n| n != "metadata") {
             return self
@@ -248,11 +275,12 @@ fn item_keys(items: &[Value], lt: &ListType) -> Option<Vec<String>> {
     (distinct.len() == keys.len()).then_some(keys)
 }
 
-/// Every owned-field path of a value with the value found there (list items map to `true`:
-/// they are members whose changes show in their fields).
+/// Every owned-field path of a value with the value found there (list items, and for an
+/// `Update` the maps that are members, map to `true`: their changes show in their fields).
 fn members(
     v: &Value,
     shape: &Shape<'_>,
+    update: bool,
     names: &mut Vec<String>,
     path: &mut FieldPath,
     out: &mut BTreeMap<FieldPath, Value>,
@@ -265,10 +293,13 @@ fn members(
     match v {
         Value::Object(m) if m.is_empty() || shape.atomic_map(names) => leaf(out, path),
         Value::Object(m) => {
+            if update && shape.map_is_member(names) {
+                out.insert(path.clone(), Value::Bool(true));
+            }
             for (k, c) in m {
                 names.push(k.clone());
                 path.push(format!("f:{k}"));
-                members(c, shape, names, path, out);
+                members(c, shape, update, names, path, out);
                 path.pop();
                 names.pop();
             }
@@ -283,7 +314,7 @@ fn members(
                             out.insert(path.clone(), item.clone());
                         } else {
                             out.insert(path.clone(), Value::Bool(true));
-                            members(item, shape, names, path, out);
+                            members(item, shape, update, names, path, out);
                         }
                         path.pop();
                     }
@@ -522,11 +553,17 @@ pub struct ApplyConflict {
     pub path: String,
 }
 
-fn fields_of(obj: &Value, shape: &Shape<'_>, scope: ApplyScope) -> BTreeMap<FieldPath, Value> {
+fn fields_of(
+    obj: &Value,
+    shape: &Shape<'_>,
+    scope: ApplyScope,
+    update: bool,
+) -> BTreeMap<FieldPath, Value> {
     let mut out = BTreeMap::new();
     members(
         &restrict(obj, scope, shape.status_split),
         shape,
+        update,
         &mut vec![],
         &mut vec![],
         &mut out,
@@ -543,8 +580,8 @@ fn fields_of(obj: &Value, shape: &Shape<'_>, scope: ApplyScope) -> BTreeMap<Fiel
 /// otherwise from the stored ones, so clients unaware of them cannot drop them.
 pub fn track_update(old: &Value, new: &mut Value, shape: &Shape<'_>, w: Writer<'_>) {
     let cmp = Comparison::of(
-        &fields_of(old, shape, w.scope),
-        &fields_of(new, shape, w.scope),
+        &fields_of(old, shape, w.scope, true),
+        &fields_of(new, shape, w.scope, true),
     );
     let sent = read_entries(new);
     let mut entries = if w.subresource.is_none() && !sent.is_empty() {
@@ -632,7 +669,7 @@ fn key_names(el: &str) -> Vec<String> {
 /// Whether a list item is the one a FieldsV1 element (`k:{...}` or `v:...`) names.
 fn item_matches(item: &Value, el: &str) -> bool {
     if let Some(v) = el.strip_prefix("v:") {
-        return item.to_string() == v;
+        return serde_json::from_str::<Value>(v).is_ok_and(|x| x == *item);
     }
     let names = key_names(el);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -716,7 +753,7 @@ fn upgrades_client_side_apply(
     else {
         return false;
     };
-    let last_applied = fields_of(&last, shape, w.scope);
+    let last_applied = fields_of(&last, shape, w.scope, false);
     conflicting.iter().all(|p| last_applied.contains_key(p))
 }
 
@@ -733,7 +770,14 @@ pub fn apply(
     let sub = w.subresource;
     let config = restrict(applied, w.scope, shape.status_split);
     let mut config_fields = BTreeMap::new();
-    members(&config, shape, &mut vec![], &mut vec![], &mut config_fields);
+    members(
+        &config,
+        shape,
+        false,
+        &mut vec![],
+        &mut vec![],
+        &mut config_fields,
+    );
     let new_set: FieldSet = config_fields.into_keys().collect();
 
     let mut entries = read_entries(live);
@@ -764,8 +808,8 @@ pub fn apply(
     }
 
     let cmp = Comparison::of(
-        &fields_of(live, shape, w.scope),
-        &fields_of(&merged, shape, w.scope),
+        &fields_of(live, shape, w.scope, false),
+        &fields_of(&merged, shape, w.scope, false),
     );
     let changed = cmp.changed();
     let mut conflicts = vec![];
@@ -895,8 +939,15 @@ mod tests {
         updated["data"]["a"] = json!("2");
         track_update(&created, &mut updated, &shape, writer("editor"));
         let entries = read_entries(&updated);
-        assert_eq!(entries.len(), 1, "{updated}");
-        assert_eq!(entries[0].manager, "editor");
+        let set_of = |m: &str| {
+            entries
+                .iter()
+                .find(|e| e.manager == m)
+                .map(|e| to_fields_v1(&e.set))
+        };
+        // The creator keeps the map it added; the editor takes the key it changed.
+        assert_eq!(set_of("creator"), Some(json!({"f:data": {}})), "{updated}");
+        assert_eq!(set_of("editor"), Some(json!({"f:data": {"f:a": {}}})));
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl ContinueToken {
                 "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
             )
         };
-        if token.len() % 2 != 0 || !token.is_ascii() {
+        if !token.len().is_multiple_of(2) || !token.is_ascii() {
             return Err(invalid());
         }
         let bytes = (0..token.len())
@@ -635,6 +635,7 @@ impl Cluster {
     /// Commits a new state of an existing object: keeps server-owned metadata, bumps generation
     /// on spec changes, validates, completes a pending deletion when the last finalizer is gone,
     /// and skips no-op writes.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         rt: &Arc<ResourceType>,
