@@ -162,6 +162,7 @@ impl SimSystem {
         .await?;
         let client = kube::Client::try_from(config)?;
         apply_crds(&client, &opts.crd_dir).await?;
+        create_addon_namespace(&client).await?;
 
         let common = |extra: &[(&str, String)]| {
             let mut env =
@@ -518,22 +519,28 @@ fn endpoint_slice(
     })
 }
 
+/// Creates the add-on's namespace, as `helm install --create-namespace` does: the components
+/// write there (the operator's Lease, the Services), and nothing can be created in a namespace
+/// that does not exist.
+async fn create_addon_namespace(client: &kube::Client) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            ADDON_NAMESPACE,
+            &PatchParams::apply(crate::app::FIELD_MANAGER).force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ADDON_NAMESPACE}})),
+        )
+        .await
+        .with_context(|| format!("creating namespace {ADDON_NAMESPACE}"))?;
+    Ok(())
+}
+
 async fn register_services(
     client: &kube::Client,
     scaler_port: u16,
     interceptors: &[InterceptorPorts],
 ) -> anyhow::Result<()> {
     let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
-    // As `helm install --create-namespace` does: nothing can be created in a missing namespace.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .patch(
-            ADDON_NAMESPACE,
-            &pp,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ADDON_NAMESPACE}})),
-        )
-        .await
-        .with_context(|| format!("creating namespace {ADDON_NAMESPACE}"))?;
     let services: Api<Service> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     for (name, port_name, port) in [
