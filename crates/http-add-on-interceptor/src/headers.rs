@@ -36,6 +36,14 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 /// `Content-Length`, `Transfer-Encoding` or `Host`), the rest of [`HOP_BY_HOP`] and
 /// `Transfer-Encoding`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the (few) names is cheaper than a lookup each.
+    let any = headers.keys().any(|name| {
+        let name = name.as_str();
+        name == "transfer-encoding" || HOP_BY_HOP.contains(&name)
+    });
+    if !any {
+        return;
+    }
     // Headers named by Connection are rare; only then allocate the list. Every Connection
     // line counts, not just the first.
     if headers.contains_key(header::CONNECTION) {

@@ -5,10 +5,31 @@ use anyhow::Context;
 use http_add_on_interceptor::Config;
 use http_add_on_types::config::Env;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     http_add_on_types::telemetry::init();
-    match run().await {
+    // One worker (`TOKIO_WORKER_THREADS=1`, e.g. a pod limited to one CPU) runs on tokio's
+    // current-thread scheduler: tasks run in the order they were woken, so an HTTP/2
+    // connection writes the responses of all its streams that became ready together in one
+    // go, and nothing is spent on work stealing. Otherwise tokio's multi-thread scheduler,
+    // one worker per CPU unless `TOKIO_WORKER_THREADS` says otherwise.
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let runtime = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("interceptor: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the chain on one line, naming the bad variable.
