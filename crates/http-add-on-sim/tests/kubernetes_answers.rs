@@ -961,4 +961,18 @@ async fn exact_list_at_an_expired_version_is_gone() {
         .unwrap_err(),
     );
     assert_eq!((err.code, err.reason.as_str()), (504, "Timeout"));
+    // Exact needs a version to match.
+    let (code, status) = raw(
+        &sim,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?resourceVersionMatch=Exact",
+        "application/json",
+        Value::Null,
+    )
+    .await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(
+        status["message"],
+        r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"#
+    );
 }

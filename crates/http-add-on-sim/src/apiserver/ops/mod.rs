@@ -112,6 +112,42 @@ pub struct ListOptions {
     pub resource_version_match: Option<String>,
 }
 
+impl ListOptions {
+    /// The API server's ListOptions validation (422 Invalid).
+    fn validate(&self) -> ApiResult<()> {
+        let rv = self.resource_version.as_deref().unwrap_or_default();
+        let message = match self.resource_version_match.as_deref() {
+            None => return Ok(()),
+            Some(_) if self.continue_token.is_some() => {
+                "Forbidden: resourceVersionMatch is forbidden when continue is provided".to_string()
+            }
+            Some(_) if rv.is_empty() => {
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                    .to_string()
+            }
+            Some("Exact") if rv == "0" => {
+                r#"Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0""#
+                    .to_string()
+            }
+            Some("Exact" | "NotOlderThan") => return Ok(()),
+            Some(other) => format!(
+                r#"Unsupported value: {other:?}: supported values: "Exact", "NotOlderThan""#
+            ),
+        };
+        Err(ApiError::invalid(
+            Target {
+                group: "meta.k8s.io",
+                kind: "ListOptions",
+                name: "",
+            },
+            vec![Cause {
+                field: "resourceVersionMatch".into(),
+                message,
+            }],
+        ))
+    }
+}
+
 /// The opaque `continue` token of a paged list: the snapshot's resourceVersion and the key of
 /// the last item served, as JSON in hex (clients must not look inside).
 struct ContinueToken;
@@ -385,6 +421,7 @@ impl Cluster {
         fields: &FieldSelector,
         opts: &ListOptions,
     ) -> ApiResult<Value> {
+        opts.validate()?;
         let current = self.store.rv();
         let requested = opts
             .resource_version
