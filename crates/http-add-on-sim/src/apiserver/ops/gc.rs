@@ -116,6 +116,10 @@ impl Cluster {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if contained.is_empty() {
+                    if super::has_finalizers(&ns) {
+                        // Its own finalizers hold it; their removal wakes the collector.
+                        continue;
+                    }
                     if let Some(rt) = self.registry.get("", "namespaces") {
                         self.remove(&rt, &ns_key, ns);
                     }

@@ -752,6 +752,9 @@ impl Cluster {
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
         // A terminating namespace goes when the garbage collector has emptied it.
+        if is_namespace_type(rt) && meta(old).get("deletionTimestamp").is_some() {
+            self.gc_needed = true;
+        }
         if meta(old).get("deletionTimestamp").is_some()
             && finalizers_empty
             && !is_namespace_type(rt)
