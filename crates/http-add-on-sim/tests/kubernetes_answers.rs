@@ -185,6 +185,26 @@ async fn delete_answers_a_status_unless_finalizers_hold_the_object() {
         ("apps", "deployments", "d")
     );
 
+    // Services' storage returns the deleted object (ReturnDeletedObject), as pods' does.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::default_namespaced(sim.client());
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let deleted = services
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the deleted Service");
+    assert_eq!(deleted.metadata.name.as_deref(), Some("s"));
+
     // While a finalizer holds it, the answer is the object, marked for deletion.
     let mut held = configmap("held", json!({}));
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);

@@ -1058,7 +1058,8 @@ impl Cluster {
 
     /// Deletes an object (DELETE). Like the API server, the answer is a `Status` when the object
     /// is gone at once, and the object itself while finalizers (or a namespace's contents) hold
-    /// it, or for the types whose storage returns the deleted object (pods, service accounts).
+    /// it, or for the types whose storage returns the deleted object (pods, services, service
+    /// accounts).
     pub fn delete(
         &mut self,
         rt: &Arc<ResourceType>,
@@ -1157,7 +1158,7 @@ fn has_finalizers(obj: &Value) -> bool {
 
 /// Types whose storage answers a DELETE with the deleted object (`ReturnDeletedObject`).
 fn returns_deleted_object(rt: &ResourceType) -> bool {
-    rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "serviceaccounts")
+    rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "services" | "serviceaccounts")
 }
 
 /// The `Status` a DELETE answers when the object is gone; `details.kind` is the resource
