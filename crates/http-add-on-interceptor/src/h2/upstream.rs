@@ -580,7 +580,10 @@ mod tests {
 
         let streamed = Request::post("/").body(()).unwrap();
         let (text, out) = head(streamed, false);
-        assert_eq!(text, "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
         assert!(out == Out::Chunked);
     }
 }
