@@ -6,30 +6,10 @@ mod common;
 
 use common::{TestBackend, World, hso};
 use http::StatusCode;
-use http_add_on_types::compat::{MetricRow, check_metrics, metric_rows};
-use http_add_on_types::process::GO_PROCESS_SERIES;
+use http_add_on_types::compat::{check_metrics, go_process_rows, metric_rows};
 use serde_json::json;
 
 const METRICS_TSV: &str = include_str!("../../../compat/metrics.tsv");
-
-/// The `process_*` series of Go's Prometheus client, which upstream serves too (its exporter
-/// uses the default registry); `metrics.tsv` lists only the add-on's own series. Read from
-/// `/proc`, so only on Linux.
-fn go_process_rows() -> Vec<MetricRow> {
-    if !cfg!(target_os = "linux") {
-        return Vec::new();
-    }
-    GO_PROCESS_SERIES
-        .iter()
-        .map(|(name, kind)| MetricRow {
-            component: "interceptor".to_owned(),
-            name: (*name).to_owned(),
-            kind: (*kind).to_owned(),
-            labels: Vec::new(),
-            buckets: Vec::new(),
-        })
-        .collect()
-}
 
 /// Upstream series the interceptor does not serve yet (no `maxPendingRequests` overflow to
 /// count). The test fails once one of them is served: remove it here then.
@@ -68,7 +48,7 @@ async fn every_upstream_series_is_served() {
         .partition(|r| NOT_YET_SERVED.contains(&r.name.as_str()));
     let failures = check_metrics(&text, &served);
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
-    let failures = check_metrics(&text, &go_process_rows());
+    let failures = check_metrics(&text, &go_process_rows("interceptor"));
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
     let still_missing = check_metrics(&text, &pending);
     assert_eq!(

@@ -4,30 +4,10 @@
 
 mod support;
 
-use http_add_on_types::compat::{MetricRow, check_metrics, metric_rows};
-use http_add_on_types::process::GO_PROCESS_SERIES;
+use http_add_on_types::compat::{check_metrics, go_process_rows, metric_rows};
 use support::{Cluster, eventually};
 
 const METRICS_TSV: &str = include_str!("../../../compat/metrics.tsv");
-
-/// The `process_*` series of Go's Prometheus client, which upstream serves too (its exporter
-/// uses the default registry); `metrics.tsv` lists only the add-on's own series. Read from
-/// `/proc`, so only on Linux.
-fn go_process_rows() -> Vec<MetricRow> {
-    if !cfg!(target_os = "linux") {
-        return Vec::new();
-    }
-    GO_PROCESS_SERIES
-        .iter()
-        .map(|(name, kind)| MetricRow {
-            component: "scaler".to_owned(),
-            name: (*name).to_owned(),
-            kind: (*kind).to_owned(),
-            labels: Vec::new(),
-            buckets: Vec::new(),
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_upstream_series_is_served() {
@@ -44,7 +24,7 @@ async fn every_upstream_series_is_served() {
     .await;
     let failures = check_metrics(&text, &rows);
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
-    let failures = check_metrics(&text, &go_process_rows());
+    let failures = check_metrics(&text, &go_process_rows("scaler"));
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
     assert!(
         text.contains("target_info{service_name=\"keda-http-external-scaler\"} 1"),

@@ -218,6 +218,25 @@ pub struct MetricRow {
     pub buckets: Vec<f64>,
 }
 
+/// Rows for Go's `process_*` series ([`crate::process::GO_PROCESS_SERIES`]) as `component`
+/// serves them: upstream serves them beside its own, `metrics.tsv` lists only the add-on's.
+/// Read from `/proc`, so none off Linux.
+pub fn go_process_rows(component: &str) -> Vec<MetricRow> {
+    if !cfg!(target_os = "linux") {
+        return Vec::new();
+    }
+    crate::process::GO_PROCESS_SERIES
+        .iter()
+        .map(|(name, kind)| MetricRow {
+            component: component.to_owned(),
+            name: (*name).to_owned(),
+            kind: (*kind).to_owned(),
+            labels: Vec::new(),
+            buckets: Vec::new(),
+        })
+        .collect()
+}
+
 /// The rows of `tsv` (the text of `compat/metrics.tsv`) for `component`.
 pub fn metric_rows(tsv: &str, component: &str) -> Vec<MetricRow> {
     let list = |s: &str| -> Vec<String> {
