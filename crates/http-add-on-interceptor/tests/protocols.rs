@@ -229,6 +229,15 @@ async fn routes_by_host_and_path_and_answers_404_for_unknown_hosts() {
     on_both(routing).await;
 }
 
+/// `TOKIO_WORKER_THREADS=1` runs the binary on tokio's current-thread scheduler: the same
+/// cases hold there (routing, counting, a cold start), everything on one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn one_worker_routes_counts_and_holds_cold_starts_on_both_protocols() {
+    on_both(routing).await;
+    on_both(counting).await;
+    on_both(cold_start).await;
+}
+
 async fn routing(proto: Proto) -> Transcript {
     let bed = Bed::start(proto).await;
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
