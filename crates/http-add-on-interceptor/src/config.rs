@@ -85,6 +85,14 @@ pub struct Config {
     /// (`PROFILING_BIND_ADDRESS`, Go syntax `host:port` or `:port`, empty). Upstream serves
     /// Go's pprof there, which has no Rust counterpart.
     pub profiling_listen: Option<SocketAddr>,
+    /// The check listener for ingress admission checks (nginx `auth_request`, Envoy
+    /// `ext_authz`, Traefik `forwardAuth`), all interfaces; `None` = off
+    /// (`KEDA_HTTP_CHECK_PORT`, ours, unset).
+    pub check_listen: Option<SocketAddr>,
+    /// Prefix the check strips from a check request's own path when no `X-Original-URI` or
+    /// `X-Forwarded-Uri` names the original one (Envoy's `path_prefix`;
+    /// `KEDA_HTTP_CHECK_PATH_PREFIX`, ours, empty).
+    pub check_path_prefix: String,
 }
 
 /// The TLS proxy listener's settings.
@@ -150,6 +158,8 @@ impl Default for Config {
             tls: None,
             resync_period: Some(DEFAULT_RESYNC_PERIOD),
             profiling_listen: None,
+            check_listen: None,
+            check_path_prefix: String::new(),
         }
     }
 }
@@ -164,6 +174,8 @@ fn non_zero(d: Duration) -> Option<Duration> {
 pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_CONDITION_WAIT_TIMEOUT",
     "KEDA_HTTP_ADMIN_PORT",
+    "KEDA_HTTP_CHECK_PATH_PREFIX",
+    "KEDA_HTTP_CHECK_PORT",
     "KEDA_HTTP_CONNECT_TIMEOUT",
     "KEDA_HTTP_DIRECT_POD_ROUTING",
     "KEDA_HTTP_DRAIN_TIMEOUT",
@@ -282,10 +294,38 @@ impl Config {
                     .into(),
             });
         }
+        let proxy_listen = required_port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?;
+        let admin_listen = required_port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?;
+        let metrics_listen = port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?;
+        let check_listen = match env.string("KEDA_HTTP_CHECK_PORT") {
+            None => None,
+            Some(_) => Some(port("KEDA_HTTP_CHECK_PORT", d.proxy_listen)?),
+        };
+        if let Some(check) = check_listen
+            && check.port() != 0
+            && [proxy_listen, admin_listen, metrics_listen].contains(&check)
+        {
+            return Err(ConfigError::Invalid {
+                name: "KEDA_HTTP_CHECK_PORT".into(),
+                value: check.port().to_string(),
+                reason: "is already the proxy, admin or metrics port".into(),
+            });
+        }
+        let check_path_prefix = env
+            .string("KEDA_HTTP_CHECK_PATH_PREFIX")
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        if !check_path_prefix.is_empty() && !check_path_prefix.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                name: "KEDA_HTTP_CHECK_PATH_PREFIX".into(),
+                value: check_path_prefix,
+                reason: "must start with '/'".into(),
+            });
+        }
         Ok(Self {
-            proxy_listen: required_port("KEDA_HTTP_PROXY_PORT", d.proxy_listen)?,
-            admin_listen: required_port("KEDA_HTTP_ADMIN_PORT", d.admin_listen)?,
-            metrics_listen: port("OTEL_PROM_EXPORTER_PORT", d.metrics_listen)?,
+            proxy_listen,
+            admin_listen,
+            metrics_listen,
             metrics_enabled: env.bool("OTEL_PROM_EXPORTER_ENABLED", d.metrics_enabled)?,
             watch_namespace,
             request_timeout: non_zero(env.duration("KEDA_HTTP_REQUEST_TIMEOUT", Duration::ZERO)?),
@@ -359,6 +399,8 @@ impl Config {
                 .string("PROFILING_BIND_ADDRESS")
                 .map(|v| process::parse_bind_address("PROFILING_BIND_ADDRESS", &v))
                 .transpose()?,
+            check_listen,
+            check_path_prefix,
         })
     }
 }
@@ -416,6 +458,8 @@ mod tests {
         assert_eq!(c.tls, None);
         assert_eq!(c.resync_period, Some(Duration::from_secs(3600)));
         assert_eq!(c.profiling_listen, None);
+        assert_eq!(c.check_listen, None);
+        assert_eq!(c.check_path_prefix, "");
         let c = read(&[
             ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "0s"),
             ("PROFILING_BIND_ADDRESS", ":6060"),
@@ -472,8 +516,15 @@ mod tests {
             ),
             ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "10m"),
             ("PROFILING_BIND_ADDRESS", "127.0.0.1:6060"),
+            ("KEDA_HTTP_CHECK_PORT", "5"),
+            ("KEDA_HTTP_CHECK_PATH_PREFIX", "/keda-check/"),
         ])
         .unwrap();
+        assert_eq!(
+            c.check_listen,
+            Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5)))
+        );
+        assert_eq!(c.check_path_prefix, "/keda-check");
         assert_eq!(c.resync_period, Some(Duration::from_secs(600)));
         assert_eq!(
             c.profiling_listen,
@@ -612,6 +663,11 @@ mod tests {
             ),
             ("PROFILING_BIND_ADDRESS", "6060"),
             ("PROFILING_BIND_ADDRESS", "pprof.example:6060"),
+            ("KEDA_HTTP_CHECK_PORT", "check"),
+            ("KEDA_HTTP_CHECK_PORT", "65536"),
+            // The proxy's own port (the chart's 8080).
+            ("KEDA_HTTP_CHECK_PORT", "8080"),
+            ("KEDA_HTTP_CHECK_PATH_PREFIX", "keda-check"),
         ] {
             let err = read(&[(name, value)]).expect_err(name).to_string();
             assert!(err.contains(name), "{name}={value}: {err}");

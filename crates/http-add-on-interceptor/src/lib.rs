@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod backends;
+pub mod check;
 pub mod config;
 pub mod counts;
 #[cfg(test)]
@@ -79,6 +80,7 @@ pub struct Interceptor {
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     profiling_addr: Option<SocketAddr>,
+    check_addr: Option<SocketAddr>,
     counts: Arc<Counts>,
     synced: Arc<AtomicBool>,
     synced_notify: Arc<Notify>,
@@ -151,6 +153,14 @@ impl Interceptor {
             None => None,
         };
         let tls_addr = tls.as_ref().map(|(_, addr, _, _)| *addr);
+        let check = match config.check_listen {
+            Some(addr) => {
+                let listener = bind("check", addr).await?;
+                Some((local_addr(&listener, "check", addr)?, listener))
+            }
+            None => None,
+        };
+        let check_addr = check.as_ref().map(|(addr, _)| *addr);
 
         let metrics = Arc::new(Metrics::new());
         let counts = Arc::new(Counts::new(metrics.clone()));
@@ -214,6 +224,15 @@ impl Interceptor {
                 stop_all.subscribe(),
             )));
         }
+        if let Some((_, listener)) = check {
+            tasks.push(tokio::spawn(check::serve(
+                listener,
+                proxy.policy().clone(),
+                stop_proxy.subscribe(),
+                stop_all.subscribe(),
+                proxy_conns.subscribe(),
+            )));
+        }
         tasks.push(tokio::spawn(serve_proxy(
             proxy_listener,
             proxy,
@@ -275,7 +294,7 @@ impl Interceptor {
                 other_conns.subscribe(),
             )));
         }
-        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, metrics = ?metrics_addr, profiling = ?profiling_addr, "interceptor listening");
+        tracing::info!(%proxy_addr, tls = ?tls_addr, %admin_addr, metrics = ?metrics_addr, profiling = ?profiling_addr, check = ?check_addr, "interceptor listening");
         Ok(Self {
             config,
             proxy_addr,
@@ -283,6 +302,7 @@ impl Interceptor {
             admin_addr,
             metrics_addr,
             profiling_addr,
+            check_addr,
             counts,
             synced,
             synced_notify,
@@ -319,6 +339,12 @@ impl Interceptor {
     /// `PROFILING_BIND_ADDRESS` is set.
     pub fn profiling_addr(&self) -> Option<SocketAddr> {
         self.profiling_addr
+    }
+
+    /// The bound check address (admission checks of an ingress); `None` unless
+    /// `KEDA_HTTP_CHECK_PORT` is set.
+    pub fn check_addr(&self) -> Option<SocketAddr> {
+        self.check_addr
     }
 
     /// Current counts (what `/queue` serves).

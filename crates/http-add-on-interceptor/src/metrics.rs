@@ -65,6 +65,7 @@ pub struct Metrics {
     durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
     concurrency: Family<RouteLabels, Gauge>,
     cold_starts: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    checks: Family<RequestLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +132,12 @@ impl Metrics {
             "Time requests waited for a ready endpoint",
             cold_starts.clone(),
         );
+        let checks = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "interceptor_check_count",
+            "(ours) Admission checks answered on the check port; also counted as requests",
+            checks.clone(),
+        );
         let target = Family::<TargetLabels, Gauge>::default();
         target
             .get_or_create(&TargetLabels {
@@ -146,6 +153,7 @@ impl Metrics {
             durations,
             concurrency,
             cold_starts,
+            checks,
         }
     }
 
@@ -197,6 +205,18 @@ impl Metrics {
         self.durations
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records an answered admission check (besides its request series).
+    pub fn record_check(&self, labels: &RouteLabels, method: &'static str, code: u16) {
+        self.checks
+            .get_or_create(&RequestLabels {
+                code,
+                method,
+                route_name: labels.route_name.clone(),
+                route_namespace: labels.route_namespace.clone(),
+            })
+            .inc();
     }
 
     /// Records how long a request waited for a ready endpoint.
