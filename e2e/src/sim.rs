@@ -36,6 +36,8 @@ pub const SCALER_SERVICE: &str = "keda-add-ons-http-external-scaler";
 pub const INTERCEPTOR_DEPLOYMENT: &str = "keda-add-ons-http-interceptor";
 /// Service ports, as in the chart.
 const PROXY_PORT: i32 = 8080;
+/// The proxy Service's `check` port (`interceptor.check.port` when `interceptor.check.enabled`).
+pub const CHECK_PORT: i32 = 8090;
 const ADMIN_PORT: i32 = 9090;
 const SCALER_PORT: i32 = 9090;
 
@@ -118,6 +120,8 @@ pub struct InterceptorPorts {
     pub admin: u16,
     /// Prometheus port.
     pub metrics: u16,
+    /// Check port (admission checks of an ingress, issue #17).
+    pub check: u16,
 }
 
 /// The running system.
@@ -240,11 +244,13 @@ impl SimSystem {
                 proxy: free_port()?,
                 admin: free_port()?,
                 metrics: free_port()?,
+                check: free_port()?,
             };
             let env = common(&[
                 ("KEDA_HTTP_PROXY_PORT", ports.proxy.to_string()),
                 ("KEDA_HTTP_ADMIN_PORT", ports.admin.to_string()),
                 ("OTEL_PROM_EXPORTER_PORT", ports.metrics.to_string()),
+                ("KEDA_HTTP_CHECK_PORT", ports.check.to_string()),
                 ("KEDA_HTTP_WATCH_NAMESPACE", String::new()),
                 ("KEDA_HTTP_CONNECT_TIMEOUT", "500ms".into()),
                 ("KEDA_HTTP_SHUTDOWN_DELAY", "2s".into()),
@@ -492,11 +498,15 @@ async fn apply_crds(client: &kube::Client, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn selectorless_service(name: &str, port_name: &str, port: i32) -> serde_json::Value {
+fn selectorless_service(name: &str, ports: &[(&str, i32)]) -> serde_json::Value {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(name, port)| json!({"name": name, "port": port, "protocol": "TCP"}))
+        .collect();
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ADDON_NAMESPACE},
-        "spec": {"ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
+        "spec": {"ports": ports}
     })
 }
 
@@ -543,17 +553,16 @@ async fn register_services(
     let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
     let services: Api<Service> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
-    for (name, port_name, port) in [
-        (PROXY_SERVICE, "proxy", PROXY_PORT),
-        (ADMIN_SERVICE, "admin", ADMIN_PORT),
-        (SCALER_SERVICE, "grpc", SCALER_PORT),
+    for (name, ports) in [
+        (
+            PROXY_SERVICE,
+            &[("proxy", PROXY_PORT), ("check", CHECK_PORT)][..],
+        ),
+        (ADMIN_SERVICE, &[("admin", ADMIN_PORT)]),
+        (SCALER_SERVICE, &[("grpc", SCALER_PORT)]),
     ] {
         services
-            .patch(
-                name,
-                &pp,
-                &Patch::Apply(selectorless_service(name, port_name, port)),
-            )
+            .patch(name, &pp, &Patch::Apply(selectorless_service(name, ports)))
             .await
             .with_context(|| format!("creating Service {name}"))?;
     }
@@ -562,11 +571,21 @@ async fn register_services(
     for (i, ports) in interceptors.iter().enumerate() {
         // One slice per replica: each process listens on its own loopback port, as each pod
         // would have its own IP.
-        for (service, port_name, port) in [
-            (PROXY_SERVICE, "proxy", ports.proxy),
-            (ADMIN_SERVICE, "admin", ports.admin),
+        for (service, name, port_name, port) in [
+            (
+                PROXY_SERVICE,
+                format!("{PROXY_SERVICE}-{i}"),
+                "proxy",
+                ports.proxy,
+            ),
+            (PROXY_SERVICE, check_slice(i), "check", ports.check),
+            (
+                ADMIN_SERVICE,
+                format!("{ADMIN_SERVICE}-{i}"),
+                "admin",
+                ports.admin,
+            ),
         ] {
-            let name = format!("{service}-{i}");
             slices
                 .patch(
                     &name,
@@ -579,6 +598,11 @@ async fn register_services(
     Ok(())
 }
 
+/// The EndpointSlice of interceptor `index`'s check port (a slice per port and replica).
+fn check_slice(index: usize) -> String {
+    format!("{PROXY_SERVICE}-check-{index}")
+}
+
 async fn set_interceptor_endpoint_ready(
     client: &kube::Client,
     index: usize,
@@ -587,8 +611,11 @@ async fn set_interceptor_endpoint_ready(
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ADDON_NAMESPACE);
     let pp = PatchParams::apply(crate::app::FIELD_MANAGER).force();
     // Ports are unknown here; read them back from the current slices.
-    for service in [PROXY_SERVICE, ADMIN_SERVICE] {
-        let name = format!("{service}-{index}");
+    for (service, name) in [
+        (PROXY_SERVICE, format!("{PROXY_SERVICE}-{index}")),
+        (PROXY_SERVICE, check_slice(index)),
+        (ADMIN_SERVICE, format!("{ADMIN_SERVICE}-{index}")),
+    ] {
         let current = slices.get(&name).await?;
         let port = current
             .ports

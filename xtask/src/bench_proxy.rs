@@ -40,7 +40,8 @@ use std::time::Duration;
 use anyhow::bail;
 
 use clients::{Latency, Throughput};
-use procs::{Proc, cpu_seconds, ensure_tool, pinned, rss_kb};
+pub(crate) use procs::ensure_tool;
+use procs::{Proc, cpu_seconds, pinned, rss_kb};
 use targets::{Certs, NginxBuild, Running, Target};
 
 const HOST: &str = "bench.test";

@@ -27,7 +27,15 @@ pub(crate) fn build_binaries() -> anyhow::Result<()> {
 pub(crate) fn run(cluster: &str, filters: &[String]) -> anyhow::Result<()> {
     build_binaries()?;
     let root = workspace_root();
-    let status = Command::new(root.join("target/debug/http-add-on-e2e"))
+    let mut suite = Command::new(root.join("target/debug/http-add-on-e2e"));
+    if cluster == "sim" {
+        // The check-through-nginx scenario puts a real nginx in front (issue #17).
+        match crate::bench_proxy::ensure_tool("nginx", "nginx-light") {
+            Ok(nginx) => suite.env("E2E_NGINX", nginx),
+            Err(reason) => suite.env("E2E_NGINX_MISSING", reason),
+        };
+    }
+    let status = suite
         .args(["run", "--cluster", cluster])
         .args(filters)
         .current_dir(&root)

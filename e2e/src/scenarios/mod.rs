@@ -1,6 +1,7 @@
 //! The scenario suite (issue "End-to-end suite"), one module per area.
 
 mod basics;
+mod ingress_check;
 mod resilience;
 mod routing;
 mod scaling;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(routing::scenarios());
     all.extend(validation::scenarios());
     all.extend(scaling::scenarios());
+    all.extend(ingress_check::scenarios());
     all.extend(resilience::scenarios());
     all
 }

@@ -138,7 +138,7 @@ fn is_root() -> bool {
 }
 
 /// The tool, installing `package` with apt-get when missing; `Err` is the reason it is absent.
-pub(super) fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, String> {
+pub(crate) fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, String> {
     if let Some(path) = which(tool) {
         return Ok(path);
     }
