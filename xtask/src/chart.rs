@@ -555,7 +555,7 @@ fn rust_sources(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Value sets rendered by `helm template`, as `--set` arguments.
-const RENDER_CASES: [&[&str]; 9] = [
+const RENDER_CASES: [&[&str]; 10] = [
     &[],
     &[
         "operator.watchNamespace=apps",
@@ -585,6 +585,11 @@ const RENDER_CASES: [&[&str]; 9] = [
     &[
         "serviceMonitor.enabled=true",
         "scaler.metrics.prometheus.enabled=false",
+    ],
+    // The check endpoint for an ingress on the data path (issue #17).
+    &[
+        "interceptor.check.enabled=true",
+        "interceptor.check.pathPrefix=/keda-check",
     ],
 ];
 

@@ -107,6 +107,13 @@ spec:
       appProtocol: {{ . }}
       {{- end }}
     {{- end }}
+    {{- if .Values.interceptor.check.enabled }}
+    # Admission checks of an ingress that stays on the data path (auth_request, ext_authz, forwardAuth).
+    - name: check
+      port: {{ .Values.interceptor.check.port }}
+      targetPort: check
+      protocol: TCP
+    {{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -243,6 +250,14 @@ spec:
             - name: KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS
               value: {{ include "interceptor.certStoreDirs" $tls.cert_store_secrets | quote }}
             {{- end }}
+            {{- if .Values.interceptor.check.enabled }}
+            - name: KEDA_HTTP_CHECK_PORT
+              value: {{ .Values.interceptor.check.port | quote }}
+            {{- with .Values.interceptor.check.pathPrefix }}
+            - name: KEDA_HTTP_CHECK_PATH_PREFIX
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
             {{- if .Values.profiling.interceptor.enabled }}
             # The debug endpoint (/debug/stats), where upstream serves Go's pprof.
             - name: PROFILING_BIND_ADDRESS
@@ -262,6 +277,11 @@ spec:
             {{- if $tls.enabled }}
             - name: proxy-tls
               containerPort: {{ $tls.port }}
+              protocol: TCP
+            {{- end }}
+            {{- if .Values.interceptor.check.enabled }}
+            - name: check
+              containerPort: {{ .Values.interceptor.check.port }}
               protocol: TCP
             {{- end }}
             {{- if .Values.profiling.interceptor.enabled }}
