@@ -4,6 +4,7 @@ mod bench_activation;
 mod bench_proxy;
 mod chart;
 mod codegen;
+mod conformance;
 mod e2e;
 mod images;
 mod kind;
@@ -33,6 +34,9 @@ enum Cmd {
     },
     /// Run the whole test suite (unit and integration tests of every crate).
     Test,
+    /// Run kube-rs's own cluster tests (kube, kube-client, kube-runtime of Cargo.lock's version)
+    /// against a fresh simulated cluster; fails when an applicable one fails.
+    Conformance,
     /// Run the end-to-end scenarios (all, or those whose names contain a filter).
     E2e {
         /// Cluster to run on: `sim` (simulated, local processes) or `kind` (needs docker, kind,
@@ -138,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Test => test::run(),
+        Cmd::Conformance => conformance::run(),
         Cmd::Bench {
             bench:
                 Bench::Proxy {
