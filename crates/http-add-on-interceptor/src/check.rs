@@ -5,11 +5,12 @@
 //! `forwardAuth` already use: a bodiless request naming the original request, answered 2xx to
 //! let it through. The original request is read from, in this order:
 //! - method: `X-Original-Method` (nginx), `X-Forwarded-Method` (Traefik), the check's own;
-//! - path: `X-Original-URI` (nginx), `X-Forwarded-Uri` (Traefik), the check's own path
+//! - path: `X-Original-URI` (nginx), `X-Original-URL` (ingress-nginx's `auth-url`, an absolute
+//!   URL), `X-Forwarded-Uri` (Traefik), the check's own path
 //!   without `KEDA_HTTP_CHECK_PATH_PREFIX` (Envoy forwards the original path after its
 //!   `path_prefix`); the query is not part of routing;
-//! - host: `X-Original-Host`, `X-Forwarded-Host` (Traefik), `Host` (Envoy forwards the
-//!   original one).
+//! - host: `X-Original-Host`, the host of `X-Original-URL`, `X-Forwarded-Host` (Traefik),
+//!   `Host` (Envoy forwards the original one).
 //!
 //! Everything else is the request policy's ([`crate::request`]), as for proxied requests: the
 //! route (a 404 for none; static routes and placeholders answer with their reply), the count
@@ -45,6 +46,7 @@ pub static ENDPOINT: HeaderName = HeaderName::from_static("x-keda-http-endpoint"
 static ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
+static ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -57,13 +59,13 @@ struct Original<'a> {
     path: &'a str,
 }
 
-/// The first of `names` present in `headers`, as text.
-fn first<'a>(headers: &'a HeaderMap, names: [&HeaderName; 2]) -> Option<&'a str> {
+/// The first of `names` in `headers` with a non-empty text value, trimmed.
+fn first<'a>(headers: &'a HeaderMap, names: &[&HeaderName]) -> Option<&'a str> {
     names
-        .into_iter()
-        .find_map(|name| headers.get(name))
-        .and_then(|value| value.to_str().ok())
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
         .map(str::trim)
+        .find(|value| !value.is_empty())
 }
 
 /// The original method, host and path of a check request, or the 400 that says why not.
@@ -74,40 +76,54 @@ fn original<'a>(
     prefix: &str,
 ) -> Result<Original<'a>, Reply> {
     let bad = |message: String| Reply::error(StatusCode::BAD_REQUEST, message);
-    let method = match first(headers, [&ORIGINAL_METHOD, &FORWARDED_METHOD]) {
+    let method = match first(headers, &[&ORIGINAL_METHOD, &FORWARDED_METHOD]) {
         Some(name) => Method::from_bytes(name.as_bytes())
             .map_err(|_| bad(format!("check: {name:?} is not an HTTP method")))?,
         None => method.clone(),
     };
-    let path = match first(headers, [&ORIGINAL_URI, &FORWARDED_URI]) {
+    let (authority, path) = match first(headers, &[&ORIGINAL_URI, &ORIGINAL_URL, &FORWARDED_URI]) {
         Some(target) => {
-            // An absolute-form target (`http://host/path`) names its path after the authority.
-            let target = match target.split_once("://") {
-                Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
-                None => target,
+            // An absolute URL (ingress-nginx's X-Original-URL, or an absolute-form target)
+            // names its host before its path.
+            let (authority, rest) = match target.split_once("://") {
+                Some((_, rest)) => {
+                    let at = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                    let path = if rest[at..].starts_with('/') {
+                        &rest[at..]
+                    } else {
+                        "/"
+                    };
+                    (Some(&rest[..at]).filter(|a| !a.is_empty()), path)
+                }
+                None => (None, target),
             };
-            let path = target.split(['?', '#']).next().unwrap_or_default();
+            let path = rest.split(['?', '#']).next().unwrap_or_default();
             if !path.starts_with('/') {
                 return Err(bad(format!(
                     "check: the original URI {target:?} is not a path"
                 )));
             }
-            path
+            (authority, path)
         }
-        None => match uri.path().strip_prefix(prefix) {
-            Some("") => "/",
-            Some(rest) if rest.starts_with('/') => rest,
-            _ => {
-                return Err(bad(format!(
-                    "check: no X-Original-URI or X-Forwarded-Uri, and the path {:?} does not \
-                     start with the check path prefix {prefix:?}",
-                    uri.path()
-                )));
-            }
-        },
+        None => (
+            None,
+            match uri.path().strip_prefix(prefix) {
+                Some("") => "/",
+                Some(rest) if rest.starts_with('/') => rest,
+                _ => {
+                    return Err(bad(format!(
+                        "check: no X-Original-URI, X-Original-URL or X-Forwarded-Uri, and the path \
+                     {:?} does not start with the check path prefix {prefix:?}",
+                        uri.path()
+                    )));
+                }
+            },
+        ),
     };
-    let host = first(headers, [&ORIGINAL_HOST, &FORWARDED_HOST])
+    let host = first(headers, &[&ORIGINAL_HOST])
+        .or(authority)
         // Behind several proxies X-Forwarded-Host may list hosts: the first is the client's.
+        .or_else(|| first(headers, &[&FORWARDED_HOST]))
         .map(|hosts| hosts.split(',').next().unwrap_or_default().trim())
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .or_else(|| uri.authority().map(http::uri::Authority::as_str))
@@ -305,6 +321,28 @@ mod tests {
         // An absolute-form original target.
         let absolute = [("host", "a.test"), ("x-original-uri", "http://a.test/p?q")];
         assert_eq!(read("GET", "/", &absolute, ""), "GET a.test /p");
+        // ingress-nginx's auth-url: the whole original URL, Host naming the check service.
+        let ingress_nginx = [
+            ("host", "keda-add-ons-http-interceptor-proxy.keda"),
+            ("x-original-method", "PATCH"),
+            ("x-original-url", "https://shop.example.com:8443/cart?id=1"),
+        ];
+        assert_eq!(
+            read("GET", "/", &ingress_nginx, ""),
+            "PATCH shop.example.com:8443 /cart"
+        );
+        let bare = [
+            ("host", "x"),
+            ("x-original-url", "http://shop.example.com?q"),
+        ];
+        assert_eq!(read("GET", "/", &bare, ""), "GET shop.example.com /");
+        // An empty header is no header.
+        let empty = [
+            ("host", "h"),
+            ("x-original-host", ""),
+            ("x-original-uri", " "),
+        ];
+        assert_eq!(read("GET", "/p", &empty, ""), "GET h /p");
     }
 
     #[test]
