@@ -116,6 +116,12 @@ async fn warm_routes_answer_200_at_once_for_each_header_convention() {
         ("x-forwarded-host", "app.test"),
     ];
     let envoy = [(":method", "PUT"), ("host", "app.test")];
+    // ingress-nginx's auth-url: the whole URL; Host names the check Service.
+    let ingress_nginx = [
+        ("host", "keda-add-ons-http-interceptor-proxy.keda"),
+        ("x-original-method", "DELETE"),
+        ("x-original-url", "https://app.test/api/cart?id=1"),
+    ];
     for (convention, reply) in [
         (
             "nginx",
@@ -128,6 +134,7 @@ async fn warm_routes_answer_200_at_once_for_each_header_convention() {
         ),
         ("traefik", check(&w, "/", &traefik).await),
         ("envoy", check(&w, "/keda/api/items/7?x=1", &envoy).await),
+        ("ingress-nginx", check(&w, "/", &ingress_nginx).await),
     ] {
         assert_eq!(
             reply.status,
@@ -153,7 +160,7 @@ async fn warm_routes_answer_200_at_once_for_each_header_convention() {
     let after = w.queue().await;
     assert_eq!(
         after["default/app"].request_count,
-        before["default/app"].request_count + 3
+        before["default/app"].request_count + 4
     );
     assert_eq!(after["default/app"].concurrency, 0);
     assert_eq!(
@@ -170,6 +177,7 @@ async fn warm_routes_answer_200_at_once_for_each_header_convention() {
         r#"interceptor_check_count_total{code="200",method="GET",route_name="app",route_namespace="default"} 1"#,
         r#"interceptor_check_count_total{code="200",method="POST",route_name="app",route_namespace="default"} 1"#,
         r#"interceptor_check_count_total{code="200",method="PUT",route_name="app",route_namespace="default"} 1"#,
+        r#"interceptor_check_count_total{code="200",method="DELETE",route_name="app",route_namespace="default"} 1"#,
     ] {
         assert!(text.contains(series), "{series}\n{text}");
     }
