@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use crate::headers::COLD_START;
 use crate::metrics::method_label;
 use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route};
+use crate::routes::RouteEntry;
 
 /// The response header naming the ready endpoint (`ip:port`) a warm check chose.
 pub static ENDPOINT: HeaderName = HeaderName::from_static("x-keda-http-endpoint");
@@ -153,9 +154,32 @@ fn response(reply: Reply, cold: Option<bool>, policy: &Policy) -> Response<Full<
     response
 }
 
+/// Routes scaled by concurrency alone that checks reached, each warned about once: a check
+/// counts an arrival and is in flight only while held, so it cannot drive concurrency.
+#[derive(Default)]
+struct Warned(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Warned {
+    fn once(&self, entry: &RouteEntry) {
+        let key = entry.counter.key().to_string();
+        let mut warned = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.insert(key.clone()) {
+            tracing::warn!(
+                route = key,
+                "admission checks reach a route scaled by concurrency only; checks see arrivals, \
+                 not how long requests run: scale it by requestRate"
+            );
+        }
+    }
+}
+
 /// Answers one check request from `remote`.
 async fn answer(
     policy: &Arc<Policy>,
+    warned: &Warned,
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -175,6 +199,9 @@ async fn answer(
         Route::Reply(reply) => return response(reply, None, policy),
         Route::Forward(entry) => entry,
     };
+    if entry.concurrency_only {
+        warned.once(&entry);
+    }
     let method = method_label(&method);
     let mut tally = policy.count(&entry, method, remote, start);
     let deadlines = Deadlines::new(&entry, start);
@@ -229,15 +256,16 @@ pub(crate) async fn serve(
         .max_buf_size(policy.config.max_header_bytes)
         .keep_alive(true);
     let builder = Arc::new(builder.http1_only());
+    let warned = Arc::new(Warned::default());
     crate::serve(
         "check",
         listener,
         builder,
         move |remote| {
-            let policy = policy.clone();
+            let (policy, warned) = (policy.clone(), warned.clone());
             service_fn(move |req| {
-                let policy = policy.clone();
-                async move { Ok::<_, Infallible>(answer(&policy, remote, req).await) }
+                let (policy, warned) = (policy.clone(), warned.clone());
+                async move { Ok::<_, Infallible>(answer(&policy, &warned, remote, req).await) }
             })
         },
         stop,

@@ -275,6 +275,8 @@ pub struct RouteEntry {
     pub placeholder: Option<StaticReply>,
     /// Static responses, first match wins.
     pub static_routes: Vec<StaticRoute>,
+    /// Scaled by concurrency alone, which admission checks (arrivals only) cannot drive.
+    pub concurrency_only: bool,
 }
 
 /// The shared, atomically swapped route table.
@@ -422,6 +424,12 @@ impl Builder {
                 ),
                 placeholder: None,
                 static_routes: Vec::new(),
+                // No scalingMetric is upstream's targetPendingRequests: concurrency.
+                concurrency_only: hso
+                    .spec
+                    .scaling_metric
+                    .as_ref()
+                    .is_none_or(|m| m.request_rate.is_none()),
             };
             for b in std::iter::once(backend).chain(fallback) {
                 used.insert(b.key().clone(), b);
@@ -501,6 +509,7 @@ impl Builder {
                         ),
                     })
                     .collect(),
+                concurrency_only: spec.scaling_metric.request_rate.is_none(),
             };
             for b in std::iter::once(backend).chain(fallback) {
                 used.insert(b.key().clone(), b);
