@@ -113,7 +113,17 @@ impl LabelSelector {
 
 /// A parsed field selector (`metadata.name=x,status.phase!=Running`): any dotted path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<FieldReq>);
+
+/// One requirement of a field selector: the path, `=` or `!=`, the value, and what an absent
+/// field reads as (a Go bool field such as a node's `spec.unschedulable` is `false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldReq {
+    path: String,
+    eq: bool,
+    value: String,
+    absent: &'static str,
+}
 
 impl FieldSelector {
     /// Parses the string form of a field selector.
@@ -131,7 +141,12 @@ impl FieldSelector {
                     "invalid selector: {part:?}; can't understand it"
                 )));
             };
-            reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
+            reqs.push(FieldReq {
+                path: k.trim().to_string(),
+                eq,
+                value: v.trim().to_string(),
+                absent: "",
+            });
         }
         Ok(Self(reqs))
     }
@@ -147,10 +162,14 @@ impl FieldSelector {
         let reqs = self
             .0
             .into_iter()
-            .map(|(label, eq, value)| {
-                field_path(rt, &label)
-                    .map(|path| (path, eq, value))
-                    .ok_or_else(|| unsupported_field(rt, &label))
+            .map(|req| {
+                field_path(rt, &req.path)
+                    .map(|path| FieldReq {
+                        absent: absent_value(rt, &req.path),
+                        path,
+                        ..req.clone()
+                    })
+                    .ok_or_else(|| unsupported_field(rt, &req.path))
             })
             .collect::<ApiResult<Vec<_>>>()?;
         Ok(Self(reqs))
@@ -158,17 +177,17 @@ impl FieldSelector {
 
     /// Whether the object matches.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(path, eq, want)| {
+        self.0.iter().all(|req| {
             let mut cur = Some(obj);
-            for seg in path.split('.') {
+            for seg in req.path.split('.') {
                 cur = cur.and_then(|c| c.get(seg));
             }
             let actual = match cur {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
+                Some(Value::Null) | None => req.absent.to_string(),
                 Some(other) => other.to_string(),
             };
-            (actual == *want) == *eq
+            (actual == req.value) == req.eq
         })
     }
 }
@@ -217,6 +236,15 @@ fn builtin_fields(rt: &ResourceType) -> (&'static [&'static str], bool) {
         ("apps", "replicasets") => (&["status.replicas"], true),
         ("apps", "statefulsets") => (&["status.successful"], true),
         _ => (&[], false),
+    }
+}
+
+/// What an absent field reads as: the API server formats Go fields, so an unset bool is
+/// `"false"` (`strconv.FormatBool(node.Spec.Unschedulable)`).
+fn absent_value(rt: &ResourceType, label: &str) -> &'static str {
+    match (rt.group.as_str(), rt.plural.as_str(), label) {
+        ("", "nodes", "spec.unschedulable") => "false",
+        _ => "",
     }
 }
 
