@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub controllers: bool,
     /// How many change events the API server keeps for watches resuming from an old version.
     pub watch_history: usize,
+    /// Static tokens (TokenReview) and denials (SubjectAccessReview); the default knows only
+    /// the tokens it issues and allows everything.
+    pub auth: apiserver::reviews::AuthConfig,
 }
 
 impl Default for SimConfig {
@@ -64,6 +67,7 @@ impl Default for SimConfig {
             kubeconfig: None,
             controllers: true,
             watch_history: api.watch_history,
+            auth: api.auth,
         }
     }
 }
@@ -129,6 +133,7 @@ impl Sim {
         let api = ApiServer::start(ApiServerConfig {
             listen: config.listen,
             watch_history: config.watch_history,
+            auth: config.auth.clone(),
         })
         .await?;
         let url = api.url();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use http_add_on_sim::apiserver::reviews::{AccessRule, AuthConfig, UserInfo};
 use http_add_on_sim::{Sim, SimConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -34,7 +35,25 @@ enum Command {
         /// Run only the API server (no workload controllers, no KEDA stand-in).
         #[arg(long)]
         no_controllers: bool,
+        /// A static bearer token for TokenReview: `TOKEN=USER` or `TOKEN=USER,GROUP,GROUP`
+        /// (repeatable; user names may contain colons).
+        #[arg(long = "token", value_parser = parse_token)]
+        tokens: Vec<(String, UserInfo)>,
+        /// What SubjectAccessReviews deny, `USER:VERB:RESOURCE` (`*` wildcards; RESOURCE is
+        /// `pods`, `apps/deployments` or a path like `/metrics`); the rest is allowed.
+        #[arg(long)]
+        deny: Vec<AccessRule>,
     },
+}
+
+fn parse_token(s: &str) -> Result<(String, UserInfo), String> {
+    let (token, user) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TOKEN=USER[,GROUP...]"))?;
+    let mut parts = user.split(',');
+    let name = parts.next().unwrap_or_default();
+    let groups: Vec<&str> = parts.filter(|g| !g.is_empty()).collect();
+    Ok((token.to_string(), UserInfo::new(name, &groups)))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -58,11 +77,17 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig,
         listen,
         no_controllers,
+        tokens,
+        deny,
     } = Cli::parse().command;
     let sim = Sim::start(SimConfig {
         listen,
         kubeconfig: Some(kubeconfig.clone()),
         controllers: !no_controllers,
+        auth: AuthConfig {
+            tokens: tokens.into_iter().collect(),
+            deny,
+        },
         ..SimConfig::default()
     })
     .await

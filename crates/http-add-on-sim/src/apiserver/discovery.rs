@@ -57,13 +57,61 @@ const VERBS: [&str; 8] = [
     "watch",
 ];
 
+/// What a type's main resource allows: everything, or only `create` for the review APIs.
+fn resource_verbs(t: &ResourceType) -> Vec<&'static str> {
+    if t.create_only {
+        vec!["create"]
+    } else if t.group.is_empty() && t.plural == "componentstatuses" {
+        vec!["get", "list"]
+    } else {
+        VERBS.to_vec()
+    }
+}
+
+/// Subresources beyond status and scale: (name, group, version, kind, verbs); an empty kind
+/// means the type's own.
+fn extra_subresources(
+    t: &ResourceType,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+)> {
+    match (t.group.as_str(), t.plural.as_str()) {
+        ("", "pods") => vec![(
+            "ephemeralcontainers",
+            "",
+            "v1",
+            "",
+            vec!["get", "patch", "update"],
+        )],
+        ("", "serviceaccounts") => vec![(
+            "token",
+            "authentication.k8s.io",
+            "v1",
+            "TokenRequest",
+            vec!["create"],
+        )],
+        ("certificates.k8s.io", "certificatesigningrequests") => vec![(
+            "approval",
+            "certificates.k8s.io",
+            "v1",
+            "",
+            vec!["get", "patch", "update"],
+        )],
+        _ => vec![],
+    }
+}
+
 fn resource_entries(t: &ResourceType) -> Vec<Value> {
     let mut main = json!({
         "name": t.plural,
         "singularName": t.singular,
         "namespaced": t.namespaced,
         "kind": t.kind,
-        "verbs": VERBS,
+        "verbs": resource_verbs(t),
     });
     if !t.short_names.is_empty() {
         main["shortNames"] = json!(t.short_names);
@@ -77,6 +125,14 @@ fn resource_entries(t: &ResourceType) -> Vec<Value> {
     }
     if t.scale.is_some() {
         out.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+    }
+    for (name, group, version, kind, verbs) in extra_subresources(t) {
+        let mut entry = json!({"name": format!("{}/{name}", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": if kind.is_empty() { t.kind.as_str() } else { kind }, "verbs": verbs});
+        if !kind.is_empty() {
+            entry["group"] = json!(group);
+            entry["version"] = json!(version);
+        }
+        out.push(entry);
     }
     out
 }
@@ -99,6 +155,161 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+/// The media type of aggregated discovery (`/api`, `/apis` as one document, Kubernetes 1.30+).
+pub const AGGREGATED_DISCOVERY: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// The parameters of each media range of an `Accept` header, e.g. `{g, v, as}`, in order.
+fn media_ranges(accept: &str) -> impl Iterator<Item = Vec<(String, String)>> + '_ {
+    accept.split(',').map(|range| {
+        range
+            .split(';')
+            .skip(1)
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    })
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the client takes aggregated discovery: the first media range that is either plain
+/// JSON or `apidiscovery.k8s.io/v2` decides, as the API server's content negotiation does
+/// (v2beta1 is gone in 1.33; a client asking only for it gets the legacy documents).
+pub fn wants_aggregated(accept: &str) -> bool {
+    for params in media_ranges(accept) {
+        match param(&params, "as") {
+            None => return false,
+            Some("APIGroupDiscoveryList")
+                if param(&params, "g") == Some("apidiscovery.k8s.io")
+                    && param(&params, "v") == Some("v2") =>
+            {
+                return true;
+            }
+            Some(_) => {}
+        }
+    }
+    false
+}
+
+/// What the first media range asks for with `as=PartialObjectMetadata[List]` of
+/// `meta.k8s.io/v1` (kube's `get_metadata`/`list_metadata`, client-go's metadata client):
+/// `Some(true)` for the list form, `Some(false)` for one object, `None` for whole objects.
+pub fn wants_partial_metadata(accept: &str) -> Option<bool> {
+    let params = media_ranges(accept).next()?;
+    if param(&params, "g") != Some("meta.k8s.io") {
+        return None;
+    }
+    match param(&params, "as") {
+        Some("PartialObjectMetadataList") => Some(true),
+        Some("PartialObjectMetadata") => Some(false),
+        _ => None,
+    }
+}
+
+/// An object as `PartialObjectMetadata`: its metadata only.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// A list as `PartialObjectMetadataList`: the list metadata and each item's metadata.
+pub fn partial_metadata_list(list: &Value) -> Value {
+    let items: Vec<Value> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(partial_metadata).collect())
+        .unwrap_or_default();
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list.get("metadata").cloned().unwrap_or(json!({})),
+        "items": items,
+    })
+}
+
+fn discovery_resource(t: &ResourceType, version: &str) -> Value {
+    let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
+    let verbs = resource_verbs(t);
+    let mut r = json!({
+        "resource": t.plural,
+        "responseKind": kind(&t.group, version, &t.kind),
+        "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": t.singular,
+        "verbs": verbs,
+    });
+    if !t.short_names.is_empty() {
+        r["shortNames"] = json!(t.short_names);
+    }
+    if !t.categories.is_empty() {
+        r["categories"] = json!(t.categories);
+    }
+    let mut subs = vec![];
+    if t.status {
+        subs.push(json!({"subresource": "status", "responseKind": kind(&t.group, version, &t.kind), "verbs": ["get", "patch", "update"]}));
+    }
+    if t.scale.is_some() {
+        subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
+    }
+    for (name, group, version, kind_name, verbs) in extra_subresources(t) {
+        let response = if kind_name.is_empty() {
+            kind(&t.group, version, &t.kind)
+        } else {
+            kind(group, version, kind_name)
+        };
+        subs.push(json!({"subresource": name, "responseKind": response, "verbs": verbs}));
+    }
+    if !subs.is_empty() {
+        r["subresources"] = json!(subs);
+    }
+    r
+}
+
+fn discovery_group(reg: &Registry, group: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let resources: Vec<Value> = reg
+                .iter()
+                .filter(|t| t.group == group && t.serves(v))
+                .map(|t| discovery_resource(t, v))
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let mut metadata = json!({"creationTimestamp": null});
+    if !group.is_empty() {
+        metadata["name"] = json!(group);
+    }
+    json!({"metadata": metadata, "versions": versions})
+}
+
+/// Aggregated discovery of the core group (`/api`) or of every named group (`/apis`).
+pub fn aggregated(reg: &Registry, core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![discovery_group(reg, "", &["v1".to_string()])]
+    } else {
+        reg.groups()
+            .iter()
+            .map(|(g, vs)| discovery_group(reg, g, vs))
+            .collect()
+    };
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
 }
 
 /// `/version`.

@@ -282,6 +282,12 @@ impl ApiError {
         )
     }
 
+    /// 406 NotAcceptable: the client asked for a form the answer cannot take (e.g.
+    /// `PartialObjectMetadata` of a list).
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(ct: &str) -> Self {
         let message = if ct.contains("protobuf") || ct.contains("cbor") {

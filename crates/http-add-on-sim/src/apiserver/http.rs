@@ -40,6 +40,13 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("")
+}
+
 fn error_response(e: &ApiError) -> Response {
     json_response(e.status_code(), &e.to_status())
 }
@@ -126,6 +133,15 @@ async fn handle(
         }
         ["version"] => return json_response(StatusCode::OK, &discovery::version()),
         ["healthz" | "livez" | "readyz", ..] => return (StatusCode::OK, "ok").into_response(),
+        ["api" | "apis"] if discovery::wants_aggregated(accept(&headers)) => {
+            let doc = discovery::aggregated(&shared.lock().registry, segs[0] == "api");
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, discovery::AGGREGATED_DISCOVERY)],
+                doc.to_string(),
+            )
+                .into_response();
+        }
         ["api"] => {
             return json_response(
                 StatusCode::OK,
@@ -282,23 +298,66 @@ fn serve_resource(
     }
     let ns = rp.namespace.as_deref();
     let v = rp.version.as_str();
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
+    let accept = accept(headers);
     let table = discovery::wants_table(accept);
+    let partial = discovery::wants_partial_metadata(accept);
     let include_object = params
         .get("includeObject")
         .unwrap_or("Metadata")
         .to_string();
+    if rt.create_only {
+        return match (method, &rp.name) {
+            (&Method::POST, None) => {
+                let c = shared.lock();
+                let review = shared
+                    .reviews
+                    .review(&c, &rt, ns, headers, &decode_body(&body)?)?;
+                Ok(json_response(StatusCode::CREATED, &review))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        };
+    }
+    if rt.group.is_empty() && rt.plural == "serviceaccounts" && rp.sub.as_deref() == Some("token") {
+        return match (method, &rp.name, ns) {
+            (&Method::POST, Some(name), Some(ns)) => {
+                let c = shared.lock();
+                let token = shared
+                    .reviews
+                    .token_request(&c, ns, name, &decode_body(&body)?)?;
+                Ok(json_response(StatusCode::CREATED, &token))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        };
+    }
     let sub = match rp.sub.as_deref() {
         None => None,
         Some("status") if rt.status => Some(Sub::Status),
+        Some("ephemeralcontainers") if rt.group.is_empty() && rt.plural == "pods" => {
+            Some(Sub::EphemeralContainers)
+        }
+        Some("approval") if rt.plural == "certificatesigningrequests" => Some(Sub::Approval),
         Some("scale") if rt.scale.is_some() => None,
         Some(other) => return Err(ApiError::no_route(other)),
     };
     let is_scale = rp.sub.as_deref() == Some("scale");
-    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    // Objects (and lists) as metadata only when the client asks for PartialObjectMetadata.
+    // A mismatch (one object asked as a list, or the reverse) is a 406, as in Kubernetes.
+    let shape = |v: Value| -> ApiResult<Value> {
+        let is_list = v.get("items").is_some();
+        match partial {
+            _ if v.get("kind").and_then(Value::as_str) == Some("Status") => Ok(v),
+            None => Ok(v),
+            Some(true) if is_list => Ok(discovery::partial_metadata_list(&v)),
+            Some(false) if !is_list => Ok(discovery::partial_metadata(&v)),
+            Some(true) => Err(ApiError::not_acceptable(
+                "you requested PartialObjectMetadataList, but the requested object is not a list (*unstructured.Unstructured)",
+            )),
+            Some(false) => Err(ApiError::not_acceptable(
+                "you requested PartialObjectMetadata, but the requested object is a list (*unstructured.UnstructuredList)",
+            )),
+        }
+    };
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &shape(v)?));
     let as_table = |obj: Value| -> Value {
         if table {
             let rv = obj
@@ -319,6 +378,7 @@ fn serve_resource(
             params,
             table,
             include_object,
+            partial.is_some(),
         ),
         (Method::GET, None) => {
             let (labels, fields) = selectors(params, &rt)?;
@@ -346,6 +406,7 @@ fn serve_resource(
                 &p,
                 table,
                 include_object,
+                partial.is_some(),
             )
         }
         (Method::GET, Some(name)) if is_scale => ok(shared.lock().get_scale(&rt, ns, name)?),
@@ -358,7 +419,7 @@ fn serve_resource(
                 decode_body(&body)?,
                 &write_options(params, headers),
             )?;
-            Ok(json_response(StatusCode::CREATED, &obj))
+            Ok(json_response(StatusCode::CREATED, &shape(obj)?))
         }
         (Method::PUT, Some(name)) if is_scale => ok(shared.lock().write_scale(
             &rt,
@@ -412,7 +473,7 @@ fn serve_resource(
                 } else {
                     StatusCode::CREATED
                 },
-                &obj,
+                &shape(obj)?,
             ))
         }
         (Method::DELETE, name) => {
@@ -504,6 +565,8 @@ struct WatchEncoder {
     table: bool,
     include_object: String,
     sent_columns: bool,
+    /// Objects as `PartialObjectMetadata` (a metadata-only watch).
+    partial: bool,
 }
 
 impl WatchEncoder {
@@ -524,6 +587,9 @@ impl WatchEncoder {
                 &self.include_object,
             );
             self.sent_columns = true;
+        }
+        if self.partial && !self.table && typ != "BOOKMARK" && typ != "ERROR" {
+            object = discovery::partial_metadata(&object);
         }
         if typ == "ERROR" {
             object = obj.clone();
@@ -550,6 +616,7 @@ fn watch(
     params: &Params,
     table: bool,
     include_object: String,
+    partial: bool,
 ) -> ApiResult<Response> {
     let (labels, fields) = selectors(params, &rt)?;
     let filter = WatchFilter {
@@ -574,6 +641,7 @@ fn watch(
         table,
         include_object,
         sent_columns: false,
+        partial,
     };
     let mut stopped = shared.stopping.subscribe();
 

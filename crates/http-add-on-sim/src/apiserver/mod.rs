@@ -7,6 +7,7 @@
 //! independent of the HTTP listener, so the listener can be stopped and restarted on the same
 //! port with the same state (watches break and clients resume).
 
+mod bootstrap;
 pub mod discovery;
 pub mod error;
 pub mod fields;
@@ -15,6 +16,7 @@ pub mod ops;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod reviews;
 pub mod selector;
 pub mod store;
 
@@ -49,6 +51,8 @@ pub struct ApiServerConfig {
     pub listen: SocketAddr,
     /// How many change events are kept for watches resuming from an old resourceVersion.
     pub watch_history: usize,
+    /// Tokens and denials of the review APIs (TokenReview, SubjectAccessReview, ...).
+    pub auth: reviews::AuthConfig,
 }
 
 impl Default for ApiServerConfig {
@@ -56,6 +60,7 @@ impl Default for ApiServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 10_000,
+            auth: reviews::AuthConfig::default(),
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct Shared {
     /// Bumped when the listener stops, which ends every open watch.
     stopping: watch::Sender<u64>,
     addr: Mutex<SocketAddr>,
+    /// The review APIs' configuration and issued tokens.
+    reviews: reviews::Reviews,
 }
 
 impl Shared {
@@ -143,11 +150,13 @@ impl ApiServer {
         )?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        bootstrap::install(&mut cluster, addr)?;
         let shared = Arc::new(Shared {
             cluster: Mutex::new(cluster),
             gc_notify: Notify::new(),
             stopping: watch::Sender::new(0),
             addr: Mutex::new(addr),
+            reviews: reviews::Reviews::new(config.auth.clone()),
         });
         let gc_task = tokio::spawn(run_gc(shared.clone()));
         let running = Self::serve(shared.clone(), listener);

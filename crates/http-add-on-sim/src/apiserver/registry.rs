@@ -49,6 +49,9 @@ pub struct ResourceType {
     pub printer_columns: BTreeMap<String, Vec<PrinterColumn>>,
     /// `selectableFields` of a CRD (field selector labels such as `spec.color`), any version.
     pub selectable_fields: Vec<String>,
+    /// A review API (TokenReview, SubjectAccessReview, ...): `create` only, answered at once
+    /// and never stored.
+    pub create_only: bool,
 }
 
 /// One `additionalPrinterColumns` entry of a CRD version.
@@ -80,7 +83,14 @@ impl ResourceType {
             custom: false,
             printer_columns: BTreeMap::new(),
             selectable_fields: vec![],
+            create_only: false,
         }
+    }
+
+    fn review(group: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
+        let mut t = Self::builtin(group, "v1", plural, kind, namespaced);
+        t.create_only = true;
+        t
     }
 
     fn with_status(mut self) -> Self {
@@ -231,6 +241,7 @@ impl ResourceType {
             custom: true,
             printer_columns,
             selectable_fields,
+            create_only: false,
         })
     }
 }
@@ -263,6 +274,7 @@ impl Registry {
                 .with_short(&["po"])
                 .with_all(),
             T::builtin("", "v1", "endpoints", "Endpoints", true).with_short(&["ep"]),
+            T::builtin("", "v1", "componentstatuses", "ComponentStatus", false).with_short(&["cs"]),
             T::builtin("", "v1", "nodes", "Node", false)
                 .with_status()
                 .with_short(&["no"]),
@@ -290,6 +302,59 @@ impl Registry {
                 true,
             ),
             T::builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
+            T::builtin(
+                "certificates.k8s.io",
+                "v1",
+                "certificatesigningrequests",
+                "CertificateSigningRequest",
+                false,
+            )
+            .with_status()
+            .with_short(&["csr"]),
+            T::builtin(
+                "apiregistration.k8s.io",
+                "v1",
+                "apiservices",
+                "APIService",
+                false,
+            )
+            .with_status(),
+            T::review(
+                "authentication.k8s.io",
+                "tokenreviews",
+                "TokenReview",
+                false,
+            ),
+            T::review(
+                "authentication.k8s.io",
+                "selfsubjectreviews",
+                "SelfSubjectReview",
+                false,
+            ),
+            T::review(
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+                "SubjectAccessReview",
+                false,
+            ),
+            T::review(
+                "authorization.k8s.io",
+                "selfsubjectaccessreviews",
+                "SelfSubjectAccessReview",
+                false,
+            ),
+            T::review(
+                "authorization.k8s.io",
+                "selfsubjectrulesreviews",
+                "SelfSubjectRulesReview",
+                false,
+            ),
+            T::review(
+                "authorization.k8s.io",
+                "localsubjectaccessreviews",
+                "LocalSubjectAccessReview",
+                true,
+            ),
             T::builtin(
                 "apiextensions.k8s.io",
                 "v1",

@@ -200,13 +200,17 @@ pub enum Sub {
     Main,
     /// The `/status` subresource.
     Status,
+    /// A Pod's `/ephemeralcontainers`: only `spec.ephemeralContainers` changes.
+    EphemeralContainers,
+    /// A CertificateSigningRequest's `/approval`: only `status.conditions` changes.
+    Approval,
 }
 
 impl Sub {
     fn apply_scope(self) -> ApplyScope {
         match self {
-            Self::Main => ApplyScope::Main,
-            Self::Status => ApplyScope::Status,
+            Self::Main | Self::EphemeralContainers => ApplyScope::Main,
+            Self::Status | Self::Approval => ApplyScope::Status,
         }
     }
 
@@ -214,7 +218,36 @@ impl Sub {
         match self {
             Self::Main => None,
             Self::Status => Some("status"),
+            Self::EphemeralContainers => Some("ephemeralcontainers"),
+            Self::Approval => Some("approval"),
         }
+    }
+
+    /// The object a write to this subresource stores: the current object with only the
+    /// subresource's part taken from `written` (as the subresources' update strategies do).
+    fn splice(self, cur: &Value, written: &Value) -> Value {
+        let take = |new: &mut Value, parent: &str, field: &str| {
+            let value = written.get(parent).and_then(|p| p.get(field)).cloned();
+            if !new.get(parent).is_some_and(Value::is_object) {
+                new[parent] = json!({});
+            }
+            match value {
+                Some(v) => new[parent][field] = v,
+                None => {
+                    if let Some(m) = new[parent].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        };
+        let mut new = cur.clone();
+        match self {
+            Self::Main => return written.clone(),
+            Self::Status => new["status"] = written.get("status").cloned().unwrap_or(Value::Null),
+            Self::EphemeralContainers => take(&mut new, "spec", "ephemeralContainers"),
+            Self::Approval => take(&mut new, "status", "conditions"),
+        }
+        new
     }
 }
 
@@ -855,11 +888,7 @@ impl Cluster {
                 }
                 new
             }
-            Sub::Status => {
-                let mut new = cur.clone();
-                new["status"] = body.get("status").cloned().unwrap_or(Value::Null);
-                new
-            }
+            _ => sub.splice(&cur, &body),
         };
         self.commit(
             rt,
@@ -965,9 +994,8 @@ impl Cluster {
                 }
                 patched
             }
-            Sub::Status => {
-                let mut new = cur.clone();
-                new["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
+            _ => {
+                let mut new = sub.splice(&cur, &patched);
                 if let Some(mf) = meta(&patched).get("managedFields") {
                     meta_mut(&mut new).insert("managedFields".into(), mf.clone());
                 }
