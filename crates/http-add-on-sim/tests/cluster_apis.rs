@@ -4,15 +4,20 @@
 //! has. Each test asserts what kube-apiserver answers.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use http_add_on_sim::apiserver::reviews::{AccessRule, AuthConfig, UserInfo};
 use http_add_on_sim::{Sim, SimConfig};
 use http_body_util::BodyExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview};
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
-use k8s_openapi::api::core::v1::{ComponentStatus, Node, Pod, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ComponentStatus, ConfigMap, Node, Pod, Service, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use serde_json::{Value, json};
+
+/// How long a wait on a condition may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn sim() -> Sim {
     Sim::start(SimConfig::apiserver_only())
@@ -615,4 +620,100 @@ async fn csr_approval_changes_only_the_conditions() {
         approved["status"].get("certificate").is_none(),
         "{approved}"
     );
+}
+
+/// Waits (with a deadline) until the named ConfigMap is gone.
+async fn until_deleted(cms: &Api<ConfigMap>, cm: &ConfigMap) {
+    let name = cm.metadata.name.clone().expect("name");
+    let uid = cm.metadata.uid.clone().expect("uid");
+    tokio::time::timeout(
+        DEADLINE,
+        await_condition(cms.clone(), &name, conditions::is_deleted(&uid)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} deleted within {DEADLINE:?}"))
+    .expect("watch");
+}
+
+#[tokio::test]
+async fn foreground_deletion_deletes_blocking_dependents_before_the_owner() {
+    let sim = sim().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let pp = PostParams::default();
+    let owner = cms
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).expect("cm"),
+        )
+        .await
+        .expect("owner");
+    let reference = |block: bool| {
+        json!([{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+            "uid": owner.metadata.uid, "blockOwnerDeletion": block,
+        }])
+    };
+    let blocker = cms
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {
+                "name": "blocker", "ownerReferences": reference(true), "finalizers": ["test/hold"],
+            }}))
+            .expect("cm"),
+        )
+        .await
+        .expect("blocker");
+    let free = cms
+        .create(
+            &pp,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "free", "ownerReferences": reference(false)}}),
+            )
+            .expect("cm"),
+        )
+        .await
+        .expect("free");
+
+    // The answer is the owner, marked: deletionTimestamp and the foregroundDeletion finalizer.
+    let marked = cms
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .expect("delete")
+        .left()
+        .expect("the owner is still there");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        marked.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+
+    // Every dependent is deleted; the one whose reference blocks holds the owner.
+    until_deleted(&cms, &free).await;
+    let held = tokio::time::timeout(
+        DEADLINE,
+        await_condition(cms.clone(), "blocker", |cm: Option<&ConfigMap>| {
+            cm.is_some_and(|cm| cm.metadata.deletion_timestamp.is_some())
+        }),
+    )
+    .await
+    .expect("blocker marked within the deadline")
+    .expect("watch")
+    .expect("blocker still there");
+    assert_eq!(
+        held.metadata.finalizers,
+        Some(vec!["test/hold".to_string()])
+    );
+    let owner_now = cms.get("owner").await.expect("the owner waits for it");
+    assert!(owner_now.metadata.deletion_timestamp.is_some());
+
+    // Releasing the blocker lets the owner go.
+    cms.patch(
+        "blocker",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("finalizer removed");
+    until_deleted(&cms, &blocker).await;
+    until_deleted(&cms, &owner).await;
 }

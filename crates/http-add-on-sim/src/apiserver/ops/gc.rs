@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::super::store::ObjKey;
-use super::{Cluster, meta, meta_mut, meta_str};
+use super::{Cluster, FOREGROUND, meta, meta_mut, meta_str, string_set};
 
 /// The uids an object's ownerReferences point at.
 fn owner_uids(obj: &Value) -> Vec<&str> {
@@ -96,10 +96,18 @@ impl Cluster {
                 }
             }
             let namespaces = self.terminating_namespaces();
-            if orphans.is_empty() && dangling.is_empty() && namespaces.is_empty() {
+            let foreground = self.foreground_owners();
+            if orphans.is_empty()
+                && dangling.is_empty()
+                && namespaces.is_empty()
+                && foreground.is_empty()
+            {
                 return total;
             }
             let mut changed = orphans.len() + dangling.len();
+            for (k, owner) in foreground {
+                changed += self.delete_dependents_first(&k, owner);
+            }
             for (k, mut v) in dangling {
                 let rv = self.store.next_rv();
                 meta_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -139,6 +147,84 @@ impl Cluster {
             }
             total += changed;
         }
+    }
+
+    /// Owners in foreground deletion: marked for deletion, with the `foregroundDeletion`
+    /// finalizer.
+    fn foreground_owners(&self) -> Vec<(ObjKey, Value)> {
+        self.store
+            .all()
+            .filter(|(_, o)| {
+                meta(o).get("deletionTimestamp").is_some()
+                    && string_set(meta(o).get("finalizers"))
+                        .iter()
+                        .any(|f| f == FOREGROUND)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// One step of a foreground deletion, as the kube garbage collector takes it: dependents
+    /// not yet deleting are deleted (in the foreground too when their reference blocks the
+    /// owner's deletion, else in the background); once no dependent with
+    /// `blockOwnerDeletion: true` is left, the owner loses its `foregroundDeletion` finalizer
+    /// and goes unless other finalizers hold it. Returns how many objects changed.
+    fn delete_dependents_first(&mut self, owner_key: &ObjKey, owner: Value) -> usize {
+        let Some(uid) = meta_str(&owner, "uid").map(String::from) else {
+            return 0;
+        };
+        let mut blocking = 0;
+        let mut victims = vec![];
+        for (k, o) in self.store.all() {
+            let Some(reference) = meta(o)
+                .get("ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                })
+            else {
+                continue;
+            };
+            let blocks = reference.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true);
+            if blocks {
+                blocking += 1;
+            }
+            if meta(o).get("deletionTimestamp").is_none() {
+                victims.push((k.clone(), o.clone(), blocks));
+            }
+        }
+        let mut changed = 0;
+        for (k, v, blocks) in victims {
+            if let Some(rt) = self.registry.get(&k.group, &k.plural) {
+                tracing::debug!(plural = %k.plural, name = %k.name, "deleting a dependent first");
+                self.delete_key(&rt, &k, v, blocks.then_some("Foreground"));
+                changed += 1;
+            }
+        }
+        if blocking > 0 {
+            // The next pass looks again; a deletion that completes (a finalizer removed)
+            // wakes the collector.
+            return changed;
+        }
+        let Some(rt) = self.registry.get(&owner_key.group, &owner_key.plural) else {
+            return changed;
+        };
+        let mut owner = owner;
+        if let Some(list) = owner
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            list.retain(|f| f.as_str() != Some(FOREGROUND));
+        }
+        if super::has_finalizers(&owner) {
+            let rv = self.store.next_rv();
+            meta_mut(&mut owner).insert("resourceVersion".into(), json!(rv.to_string()));
+            self.store.put(owner_key.clone(), owner, rv);
+        } else {
+            self.remove(&rt, owner_key, owner);
+        }
+        changed + 1
     }
 
     fn terminating_namespaces(&self) -> Vec<(ObjKey, Value)> {

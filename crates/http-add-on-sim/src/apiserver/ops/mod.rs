@@ -1063,6 +1063,29 @@ impl Cluster {
             self.orphan_dependents(&uid);
         }
         let is_namespace = is_namespace_type(rt);
+        // Foreground: the owner stays, marked with the `foregroundDeletion` finalizer, until
+        // the garbage collector has deleted its blocking dependents (see `gc.rs`).
+        let foreground = propagation == Some("Foreground") && !is_namespace;
+        let mut cur = cur;
+        if foreground
+            && !string_set(meta(&cur).get("finalizers"))
+                .iter()
+                .any(|f| f == FOREGROUND)
+        {
+            let m = meta_mut(&mut cur);
+            match m.get_mut("finalizers").and_then(Value::as_array_mut) {
+                Some(list) => list.push(json!(FOREGROUND)),
+                None => {
+                    m.insert("finalizers".into(), json!([FOREGROUND]));
+                }
+            }
+            self.gc_needed = true;
+            if meta(&cur).get("deletionTimestamp").is_some() {
+                let rv = self.store.next_rv();
+                meta_mut(&mut cur).insert("resourceVersion".into(), json!(rv.to_string()));
+                self.store.put(key.clone(), cur.clone(), rv);
+            }
+        }
         if !is_namespace && !has_finalizers(&cur) {
             return Deleted::Gone(self.remove(rt, key, cur));
         }
@@ -1114,7 +1137,10 @@ impl Cluster {
             return Err(ApiError::conflict(Self::target(rt, name)));
         }
         let deleted = if opts.dry_run {
-            if is_namespace_type(rt) || has_finalizers(&cur) {
+            if is_namespace_type(rt)
+                || has_finalizers(&cur)
+                || opts.propagation.as_deref() == Some("Foreground")
+            {
                 Deleted::Pending(cur)
             } else {
                 Deleted::Gone(cur)
@@ -1163,6 +1189,9 @@ impl Cluster {
         })
     }
 }
+
+/// The finalizer of an owner in foreground deletion (`metav1.FinalizerDeleteDependents`).
+pub(super) const FOREGROUND: &str = "foregroundDeletion";
 
 /// What a deletion did to an object.
 #[derive(Debug)]
