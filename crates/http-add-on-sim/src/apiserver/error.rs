@@ -292,7 +292,7 @@ impl ApiError {
     pub fn unsupported_media_type(ct: &str) -> Self {
         let message = if ct.contains("protobuf") || ct.contains("cbor") {
             format!(
-                "the simulated API server decodes {ct} only for Namespaces, ConfigMaps, Secrets, Services and Deployments; send JSON or YAML (e.g. kubectl create -f / apply -f)"
+                "the simulated API server decodes {ct} only for Namespaces, ConfigMaps, Secrets, Services, Deployments and the access and token reviews; send JSON or YAML (e.g. kubectl create -f / apply -f)"
             )
         } else {
             format!(

@@ -1,5 +1,6 @@
 //! A minimal decoder for the Kubernetes protobuf encoding, for the types that kubectl's
-//! generators send as protobuf (`kubectl create namespace|configmap|secret|deployment|service`).
+//! generators send as protobuf (`kubectl create namespace|configmap|secret|deployment|service`)
+//! and `kubectl auth can-i|whoami` sends.
 //! Other types are answered with 415 (client-go's typed clients do not fall back to JSON, but
 //! every other kubectl command and kube-rs speak JSON).
 //!
@@ -140,6 +141,62 @@ const SERVICE_SPEC: &[Field] = &[
 const SERVICE: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(SERVICE_SPEC)),
+];
+
+// The review APIs, as `kubectl auth can-i|whoami` sends them (field numbers checked against
+// kubectl 1.32's requests).
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Kind::Str),
+    f(2, "verb", Kind::Str),
+    f(3, "group", Kind::Str),
+    f(4, "version", Kind::Str),
+    f(5, "resource", Kind::Str),
+    f(6, "subresource", Kind::Str),
+    f(7, "name", Kind::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Kind::Str), f(2, "verb", Kind::Str)];
+const SELF_SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Kind::Msg(RESOURCE_ATTRIBUTES)),
+    f(
+        2,
+        "nonResourceAttributes",
+        Kind::Msg(NON_RESOURCE_ATTRIBUTES),
+    ),
+];
+const SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Kind::Msg(RESOURCE_ATTRIBUTES)),
+    f(
+        2,
+        "nonResourceAttributes",
+        Kind::Msg(NON_RESOURCE_ATTRIBUTES),
+    ),
+    f(3, "user", Kind::Str),
+    f(4, "groups", Kind::RepeatedStr),
+    f(6, "uid", Kind::Str),
+];
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
+];
+const SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(SUBJECT_ACCESS_REVIEW_SPEC)),
+];
+const SELF_SUBJECT_RULES_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(&[f(1, "namespace", Kind::Str)])),
+];
+const SELF_SUBJECT_REVIEW: &[Field] = &[f(1, "metadata", Kind::Msg(OBJECT_META))];
+const TOKEN_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Kind::Msg(&[
+            f(1, "token", Kind::Str),
+            f(2, "audiences", Kind::RepeatedStr),
+        ]),
+    ),
 ];
 
 /// A raw protobuf field value.
@@ -319,6 +376,13 @@ pub fn decode(body: &[u8]) -> Option<Value> {
         ("v1", "Secret") => SECRET,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            SUBJECT_ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SELF_SUBJECT_RULES_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
         _ => return None,
     };
     let mut obj = message(raw, schema)?;
@@ -353,6 +417,20 @@ mod tests {
             )
         );
         assert_eq!(base64(b"hello!?"), "aGVsbG8hPw==");
+    }
+
+    #[test]
+    fn decodes_what_kubectl_auth_can_i_sends() {
+        // Captured from `kubectl auth can-i get /metrics` (kubectl 1.32).
+        let body: &[u8] = b"k8s\x00\x0a2\x0a\x17authorization.k8s.io/v1\x12\x17SelfSubjectAccessReview\x12/\x0a\x10\x0a\x00\x12\x00\x1a\x00\x22\x00\x2a\x002\x008\x00B\x00\x12\x11\x12\x0f\x0a\x08/metrics\x12\x03get\x1a\x08\x08\x00\x12\x00\x1a\x00\x20\x00\x1a\x00\x22\x00";
+        assert_eq!(
+            decode(body),
+            Some(json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"nonResourceAttributes": {"path": "/metrics", "verb": "get"}},
+            }))
+        );
     }
 
     #[test]
