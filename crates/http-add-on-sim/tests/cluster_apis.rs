@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview};
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
 use k8s_openapi::api::core::v1::{ComponentStatus, ConfigMap, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::{Value, json};
@@ -716,4 +717,45 @@ async fn foreground_deletion_deletes_blocking_dependents_before_the_owner() {
     .expect("finalizer removed");
     until_deleted(&cms, &blocker).await;
     until_deleted(&cms, &owner).await;
+}
+
+#[tokio::test]
+async fn openapi_documents_carry_the_crd_schemas() {
+    let sim = sim().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
+    for (_, crd) in http_add_on_types::crd::generated_crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD");
+    }
+    let name = "sh.keda.http.v1alpha1.HTTPScaledObject";
+    let (_, _, root) = send(&sim, "GET", "/openapi/v3", &[], Value::Null).await;
+    let url = root["paths"]["apis/http.keda.sh/v1alpha1"]["serverRelativeURL"]
+        .as_str()
+        .expect("the group version is listed")
+        .to_string();
+    let (code, _, doc) = send(&sim, "GET", &url, &[], Value::Null).await;
+    assert_eq!(code, 200);
+    let schema = &doc["components"]["schemas"][name];
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": "http.keda.sh", "version": "v1alpha1", "kind": "HTTPScaledObject"}])
+    );
+    assert!(schema["properties"]["spec"]["properties"]["scaleTargetRef"].is_object());
+
+    // JSON clients get v2 with the same definitions; protobuf clients (client-go) an empty one.
+    let (code, _, v2) = send(
+        &sim,
+        "GET",
+        "/openapi/v2",
+        &[("accept", "application/json")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(
+        v2["definitions"][name]["properties"]["spec"].is_object(),
+        "{v2}"
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http_add_on_sim::{Sim, SimConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -388,4 +389,60 @@ async fn kubectl_get_watch_streams_changes() {
     assert!(seen);
     child.kill().await.unwrap();
     sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_explain_reads_the_crd_schemas_from_openapi_v3() {
+    let sim = Sim::start(SimConfig::apiserver_only()).await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
+    for (_, crd) in http_add_on_types::crd::generated_crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let k = Kubectl::new(&sim);
+
+    let explained = k
+        .ok(&["explain", "httpscaledobject.spec.scaleTargetRef"])
+        .await;
+    for line in [
+        "GROUP:      http.keda.sh",
+        "KIND:       HTTPScaledObject",
+        "VERSION:    v1alpha1",
+        "FIELD: scaleTargetRef <Object>",
+    ] {
+        assert!(explained.contains(line), "{line:?} in:\n{explained}");
+    }
+    assert!(
+        explained
+            .lines()
+            .any(|l| l.trim_start().starts_with("service") && l.contains("-required-")),
+        "{explained}"
+    );
+    let route = k.ok(&["explain", "interceptorroute.spec"]).await;
+    assert!(route.contains("KIND:       InterceptorRoute"), "{route}");
+}
+
+#[tokio::test]
+async fn kubectl_auth_asks_the_review_apis() {
+    let sim = Sim::start(SimConfig {
+        auth: http_add_on_sim::apiserver::reviews::AuthConfig {
+            deny: vec!["kubernetes-admin:delete:secrets".parse().unwrap()],
+            ..Default::default()
+        },
+        ..SimConfig::apiserver_only()
+    })
+    .await
+    .unwrap();
+    let k = Kubectl::new(&sim);
+    assert_eq!(
+        k.ok(&["auth", "can-i", "list", "secrets"]).await.trim(),
+        "yes"
+    );
+    let denied = k.run(&["auth", "can-i", "delete", "secrets"]).await;
+    assert!(
+        !denied.ok && denied.stdout.starts_with("no"),
+        "{}",
+        denied.stdout
+    );
+    let whoami = k.ok(&["auth", "whoami"]).await;
+    assert!(whoami.contains("kubernetes-admin"), "{whoami}");
 }

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::Shared;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
+use super::openapi;
 use super::ops::{DeleteOptions, ListOptions, Sub, WriteOptions};
 use super::patch::{self, PatchKind};
 use super::protobuf;
@@ -169,9 +170,19 @@ async fn handle(
                 &path,
             );
         }
+        ["openapi", "v2"] if !accept(&headers).contains("protobuf") => {
+            return json_response(StatusCode::OK, &openapi::v2(&shared.lock().registry));
+        }
+        ["openapi", "v3"] => {
+            return json_response(StatusCode::OK, &openapi::v3_root(&shared.lock().registry));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return discovery_or_404(openapi::v3_group(&shared.lock().registry, g, v), &path);
+        }
         ["openapi", "v2"] => {
-            // An empty protobuf message is a valid, empty OpenAPI v2 document: kubectl then
-            // finds no schema for any type and skips client-side validation.
+            // Protobuf (what client-go asks for) stays an empty message, a valid, empty
+            // OpenAPI v2 document: kubectl then finds no schema for any type and skips
+            // client-side validation. JSON clients get the schemas.
             return (
                 StatusCode::OK,
                 [(

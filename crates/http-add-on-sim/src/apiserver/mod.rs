@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod error;
 pub mod fields;
 pub mod http;
+pub mod openapi;
 pub mod ops;
 pub mod patch;
 pub mod protobuf;
