@@ -403,6 +403,21 @@ async fn every_cluster_has_the_kubernetes_service_and_component_statuses() {
         (healthy.type_.as_str(), healthy.status.as_str()),
         ("Healthy", "True")
     );
+
+    // The API server's own group versions are local APIServices, always Available.
+    let (code, _, apps) = send(
+        &sim,
+        "GET",
+        "/apis/apiregistration.k8s.io/v1/apiservices/v1.apps",
+        &[],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{apps}");
+    assert_eq!(apps["spec"]["group"], "apps");
+    assert!(apps["spec"].get("service").is_none());
+    assert_eq!(apps["status"]["conditions"][0]["type"], "Available");
+    assert_eq!(apps["status"]["conditions"][0]["status"], "True");
 }
 
 #[tokio::test]

@@ -1,13 +1,13 @@
 //! Objects every Kubernetes cluster has from its first second, which clients take for granted:
 //! the `default/kubernetes` Service (with the EndpointSlice the API server keeps for itself)
-//! and the ComponentStatuses of the control plane.
+//! the ComponentStatuses of the control plane, and a local APIService per built-in group version.
 
 use std::net::SocketAddr;
 
 use serde_json::json;
 
 use super::error::ApiResult;
-use super::ops::{Cluster, WriteOptions};
+use super::ops::{Cluster, Sub, WriteOptions};
 
 /// The control-plane components `kubectl get componentstatuses` lists.
 const COMPONENTS: [&str; 3] = ["scheduler", "controller-manager", "etcd-0"];
@@ -65,6 +65,40 @@ pub(super) fn install(cluster: &mut Cluster, api: SocketAddr) -> ApiResult<()> {
         .registry
         .get("", "componentstatuses")
         .expect("built-in type");
+    let api_services = cluster
+        .registry
+        .get("apiregistration.k8s.io", "apiservices")
+        .expect("built-in type");
+    let mut group_versions = vec![(String::new(), "v1".to_string())];
+    for (group, versions) in cluster.registry.groups() {
+        group_versions.extend(versions.into_iter().map(|v| (group.clone(), v)));
+    }
+    for (group, version) in group_versions {
+        // Served by the API server itself: no service, and always Available.
+        let name = format!("{version}.{group}");
+        cluster.create(
+            &api_services,
+            "v1",
+            None,
+            json!({
+                "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": 1000, "versionPriority": 15},
+            }),
+            &opts,
+        )?;
+        cluster.replace(
+            &api_services,
+            "v1",
+            None,
+            &name,
+            json!({"status": {"conditions": [{
+                "type": "Available", "status": "True", "reason": "Local",
+                "message": "Local APIServices are always available",
+            }]}}),
+            Sub::Status,
+            &opts,
+        )?;
+    }
     for name in COMPONENTS {
         cluster.create(
             &statuses,

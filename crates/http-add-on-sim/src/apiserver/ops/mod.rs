@@ -630,7 +630,11 @@ impl Cluster {
                 }],
             ));
         }
-        if !is_dns_subdomain(&name) {
+        // APIService names are `<version>.<group>`, and the core group's is `v1.` (its own
+        // validation, not the DNS-subdomain rule).
+        let api_service = rt.group == "apiregistration.k8s.io" && rt.plural == "apiservices";
+        if !(is_dns_subdomain(&name) || api_service && is_dns_subdomain(name.trim_end_matches('.')))
+        {
             return Err(ApiError::invalid(
                 kind_target,
                 vec![Cause {
