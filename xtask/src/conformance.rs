@@ -3,11 +3,12 @@
 //! The `#[ignore]`d tests of the `kube`, `kube-client` and `kube-runtime` crates are the ones
 //! kube-rs runs against a real cluster in its CI. Their sources are the ones cargo downloaded
 //! for this workspace (the versions in Cargo.lock); they are copied to
-//! `target/conformance/kube-<version>/` (the registry is never touched), built there as a small
-//! workspace of their own (separate target dir, so this build never waits on the workspace's
-//! lock), and run with `-- --ignored` and `KUBECONFIG` pointing at a new `http-add-on-sim up`
-//! per crate. The result is one table row per test; tests that need real containers are listed
-//! as not applicable with the reason, and any applicable failure fails the command.
+//! `target/conformance/kube-<version>/` (the registry is never touched) and built there as a
+//! small workspace of their own, with the versions of kube's published Cargo.lock and a target
+//! dir of its own (so this build never waits on the workspace's lock). They run with
+//! `-- --ignored` and `KUBECONFIG` pointing at a new `http-add-on-sim up` per crate. The result
+//! is one table row per test; tests that need real containers are listed as not applicable
+//! with the reason, and any applicable failure fails the command.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -215,8 +216,15 @@ fn prepare_scratch(
     write_if_changed(&scratch.join("Cargo.toml"), &manifest)?;
     let lock = scratch.join("Cargo.lock");
     if !lock.exists() {
-        // Start from the workspace's versions; cargo adds the test-only dependencies.
-        fs::copy(root.join("Cargo.lock"), &lock).context("seeding Cargo.lock")?;
+        // Start from the versions kube-rs released with (the lock file in the `kube` crate),
+        // so a new release of some test dependency cannot change the run; else from ours.
+        let (_, kube) = &sources["kube"];
+        let seed = [kube.join("Cargo.lock"), root.join("Cargo.lock")]
+            .into_iter()
+            .find(|p| p.exists())
+            .context("no Cargo.lock to start from")?;
+        fs::copy(&seed, &lock)
+            .with_context(|| format!("seeding Cargo.lock from {}", seed.display()))?;
     }
     Ok(())
 }
