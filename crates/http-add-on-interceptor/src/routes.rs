@@ -674,11 +674,14 @@ pub async fn run_sync(
     });
     let mut builder = Builder::new(config, counts);
     loop {
-        rebuild(&mut builder, &stores, &table, &table_changed);
+        rebuild(&mut builder, &stores, &table);
+        // Synced before anyone hears of the new table, so a listener woken by it sees both.
         if !synced.swap(true, Ordering::AcqRel) {
             tracing::info!(routes = table.load().len(), "route table synced");
             synced_notify.notify_waiters();
         }
+        // Requests held for a cold start re-check their route in the new table.
+        table_changed.notify_waiters();
         tokio::select! {
             _ = changed.notified() => {}
             () = next_resync(&mut resync) => tracing::debug!("periodic route table resync"),
@@ -700,7 +703,7 @@ async fn next_resync(resync: &mut Option<tokio::time::Interval>) {
     }
 }
 
-fn rebuild(builder: &mut Builder, stores: &Stores, table: &Table, table_changed: &Notify) {
+fn rebuild(builder: &mut Builder, stores: &Stores, table: &Table) {
     let mut by_service: HashMap<(String, String), Vec<Arc<EndpointSlice>>> = HashMap::new();
     for slice in stores.slices.state() {
         let Some(service) = slice.labels().get(SERVICE_NAME_LABEL).cloned() else {
@@ -725,8 +728,6 @@ fn rebuild(builder: &mut Builder, stores: &Stores, table: &Table, table_changed:
     };
     table.store(builder.build(&snap));
     builder.publish();
-    // Requests held for a cold start re-check their route in the new table.
-    table_changed.notify_waiters();
 }
 
 #[cfg(test)]
