@@ -480,9 +480,13 @@ async fn serve<M, S, B>(
     drop(listener);
 }
 
+/// How the HTTP/2 connection preface starts (RFC 9113 §3.4); the HTTP/1.1 codec stops at its
+/// version, so this much of it is what it hands off.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2";
+
 /// Accepts proxy connections until `stop`: each is served by the HTTP/1.1 codec, and handed
-/// to hyper (with the bytes already read) when it starts with the HTTP/2 preface or a request
-/// the codec leaves to hyper (see [`h1`]).
+/// (with the bytes already read) to the HTTP/2 codec when it starts with the HTTP/2 preface,
+/// or to hyper for a request the HTTP/1.1 codec leaves to it (see [`h1`]).
 async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Hyper>,
@@ -507,6 +511,16 @@ async fn serve_proxy(
             };
             if let h1::Outcome::HandOff { stream, buffered } = outcome {
                 let idle = proxy.policy().config.idle_timeout;
+                if buffered.starts_with(H2_PREFACE_START) {
+                    let io = h1::Prefixed::new(buffered, stream);
+                    let conn = h2::H2Conn {
+                        remote,
+                        tls: false,
+                        idle,
+                    };
+                    h2::serve_h2(proxy, io, conn, stop, force).await;
+                    return;
+                }
                 let (service, activity) = proxy_service(proxy, remote, false);
                 let io = TokioIo::new(h1::Prefixed::new(buffered, stream));
                 let idle = idle.map(|limit| (activity, limit));
@@ -518,7 +532,8 @@ async fn serve_proxy(
 }
 
 /// Accepts TLS proxy connections until `stop`; after its handshake (which must finish within
-/// `handshake_timeout`) each is served by the HTTP/1.1 codec, or by hyper for h2 by ALPN.
+/// `handshake_timeout`) each is served by the HTTP/1.1 codec, or by the HTTP/2 one for h2 by
+/// ALPN.
 #[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     listener: TcpListener,
@@ -552,11 +567,18 @@ async fn serve_tls(
                         return;
                     }
                 };
-            // HTTP/1.1 takes the HTTP/1.1 codec like plain connections; h2 (by ALPN) hyper's.
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let (stream, buffered) = if h2 {
-                (stream, bytes::Bytes::new())
-            } else {
+            // HTTP/1.1 takes the HTTP/1.1 codec like plain connections; h2 (by ALPN) the
+            // HTTP/2 one.
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let conn = h2::H2Conn {
+                    remote,
+                    tls: true,
+                    idle: proxy.policy().config.idle_timeout,
+                };
+                h2::serve_h2(proxy, stream, conn, stop, force).await;
+                return;
+            }
+            let (stream, buffered) = {
                 let mut fast_stop = stop.clone();
                 let mut fast_force = force.clone();
                 let outcome = tokio::select! {
@@ -611,8 +633,9 @@ fn proxy_service(
 ) {
     let activity = Arc::new(idle::Activity::default());
     let tracked = activity.clone();
-    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
         let active = tracked.start();
+        let mut req = req.map(h2::InBody::Hyper);
         if tls {
             req.extensions_mut().insert(h2::ViaTls);
         }

@@ -401,6 +401,95 @@ async fn cold_start(proto: Proto) -> Transcript {
     t
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_larger_than_the_flow_control_windows_go_both_ways() {
+    on_both(large_bodies).await;
+}
+
+/// Request and response bodies of 3 MiB, three times HTTP/2's stream and connection windows:
+/// both arrive whole and in order, and the request settles.
+async fn large_bodies(proto: Proto) -> Transcript {
+    const LEN: usize = 3 * 1024 * 1024;
+    let bed = Bed::start(proto).await;
+    let a = TestBackend::start("a").await;
+    bed.w.expose("svc", "http", &[]).await;
+    bed.w.set_slice("svc", "svc-0", "http", a.addr, true).await;
+    bed.w
+        .apply_hso(hso("app", &["big.test"], &[], "svc", json!(80)))
+        .await;
+    bed.get_routed("big.test", "/").await;
+    let mut t = Transcript::default();
+
+    let req = bed
+        .request("big.test", &format!("/big/{LEN}"))
+        .method("POST")
+        .body(Full::new(Bytes::from(vec![b'u'; LEN])))
+        .unwrap();
+    let response = bed.http.request(req).await.expect("the proxy answers");
+    assert_eq!(response.version(), proto.version(), "{proto:?}");
+    let reply = Reply::read(response).await;
+    assert_eq!(reply.status, StatusCode::OK, "{proto:?}");
+    assert_eq!(
+        reply.header("x-body-len"),
+        Some(LEN.to_string().as_str()),
+        "{proto:?}: the backend got the whole request body"
+    );
+    assert_eq!(reply.body.len(), LEN, "{proto:?}: the whole response body");
+    let in_order = reply
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == b'a' + (i % 26) as u8);
+    assert!(in_order, "{proto:?}: the response body arrives in order");
+    t.0.push((
+        "large",
+        Seen {
+            status: reply.status,
+            body: format!("{} bytes", reply.body.len()),
+            cold_start: reply.header("x-keda-http-cold-start").map(str::to_owned),
+            content_type: reply.header("content-type").map(str::to_owned),
+        },
+    ));
+    bed.w.wait_concurrency("default/app", 0).await;
+    assert_eq!(bed.request_count("default/app").await, 2, "{proto:?}");
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_giving_up_on_a_held_request_releases_it() {
+    on_both(given_up).await;
+}
+
+/// The client drops a held request (HTTP/2: the stream is reset; HTTP/1.1: the connection
+/// closes): the hold ends, the request stops counting as in flight, nothing is forwarded.
+async fn given_up(proto: Proto) -> Transcript {
+    let bed = Bed::start(proto).await;
+    let a = TestBackend::start("a").await;
+    bed.w.expose("svc", "http", &[]).await;
+    bed.w.set_slice("svc", "svc-0", "http", a.addr, false).await;
+    bed.w
+        .apply_hso(hso("app", &["gone.test"], &[], "svc", json!(80)))
+        .await;
+    let mut t = Transcript::default();
+
+    let request = bed.spawn_held("gone.test", "/gone", "default/app").await;
+    request.abort();
+    assert!(request.await.is_err(), "{proto:?}: the client gave up");
+    bed.w.wait_concurrency("default/app", 0).await;
+    bed.w.set_slice("svc", "svc-0", "http", a.addr, true).await;
+    let next = bed.get("gone.test", "/next").await;
+    assert_eq!(next.status, StatusCode::OK, "{proto:?}: {}", next.text());
+    assert_eq!(next.json()["path"], "/next", "{proto:?}");
+    t.saw("next", &next);
+    assert_eq!(
+        a.hits(),
+        1,
+        "{proto:?}: the given-up request never reached the backend"
+    );
+    bed.w.wait_concurrency("default/app", 0).await;
+    t
+}
+
 // ---------------------------------------------------------------------------------------------
 // Readiness timeout and fallbacks
 

@@ -117,13 +117,70 @@ impl Drop for ProxyBody {
     }
 }
 
+/// A request body as a codec received it: from hyper's server (HTTP/1.1 connections left to
+/// hyper) or from an HTTP/2 stream of [`super::server`].
+pub enum InBody {
+    /// hyper's server's body.
+    Hyper(Incoming),
+    /// An HTTP/2 stream's body; `true` once its DATA frames are done (trailers may follow).
+    H2(::h2::RecvStream, bool),
+}
+
+impl Body for InBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (stream, data_done) = match &mut *self {
+            InBody::Hyper(body) => return Pin::new(body).poll_frame(cx).map_err(Into::into),
+            InBody::H2(stream, data_done) => (stream, data_done),
+        };
+        if !*data_done {
+            match stream.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    // What was handed on may be sent again by the client: open the window.
+                    let _ = stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+                Poll::Ready(None) => *data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match stream.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InBody::Hyper(body) => body.is_end_stream(),
+            InBody::H2(stream, _) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            InBody::Hyper(body) => body.size_hint(),
+            InBody::H2(stream, _) if stream.is_end_stream() => SizeHint::with_exact(0),
+            InBody::H2(..) => SizeHint::default(),
+        }
+    }
+}
+
 /// The request body sent upstream. If it is dropped before its first poll (the connection
 /// could not be made), it hands the inner body back through `reclaim` for a retry. A body that
 /// fails (malformed, or no progress within the request body timeout) says so in `failure`, so
 /// the client gets a 400 or 408 rather than a 502.
 pub struct OutBody {
-    pub(super) inner: Option<Incoming>,
-    pub(super) reclaim: Option<Arc<Mutex<Option<Incoming>>>>,
+    pub(super) inner: Option<InBody>,
+    pub(super) reclaim: Option<Arc<Mutex<Option<InBody>>>>,
     pub(super) polled: bool,
     pub(super) progress: Option<Duration>,
     /// Armed the first time the inbound body has nothing ready.
@@ -181,7 +238,7 @@ impl Body for OutBody {
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Err(error))) => {
                 this.failure.set(BodyFailure::MALFORMED);
-                Poll::Ready(Some(Err(error.into())))
+                Poll::Ready(Some(Err(error)))
             }
             Poll::Pending => {
                 let Some(limit) = this.progress else {

@@ -1,11 +1,13 @@
-//! The hyper codec: HTTP/2 (h2 by ALPN on the TLS listener, h2c with prior knowledge on the
-//! plain one), and the HTTP/1.1 connections the HTTP/1.1 codec leaves to hyper (see
-//! [`crate::h1`]). It converts between hyper's requests and responses and the request policy
-//! ([`crate::request`]), which decides everything else; HTTP/1.1 backends are reached over the
-//! endpoints' own pools ([`upstream`]), h2c ones (`appProtocol: kubernetes.io/h2c`) through
-//! hyper's h2 client.
+//! The hyper codec and the HTTP/2 codec: HTTP/2 (h2 by ALPN on the TLS listener, h2c with
+//! prior knowledge on the plain one) is served by [`server`], a connection loop on the `h2`
+//! crate that runs all streams of a connection in its task; the HTTP/1.1 connections the
+//! HTTP/1.1 codec leaves to hyper (see [`crate::h1`]) by hyper's server. Both convert between
+//! their requests and responses and the request policy ([`crate::request`]), which decides
+//! everything else; HTTP/1.1 backends are reached over the endpoints' own pools
+//! ([`upstream`]), h2c ones (`appProtocol: kubernetes.io/h2c`) through hyper's h2 client.
 
 mod body;
+mod server;
 mod upstream;
 
 use std::convert::Infallible;
@@ -15,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,7 +29,8 @@ use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route, Tally
 use crate::routes::RouteEntry;
 
 use body::{BodyFailure, Inner};
-pub use body::{BoxError, OutBody, ProxyBody};
+pub use body::{BoxError, InBody, OutBody, ProxyBody};
+pub(crate) use server::{H2Conn, serve_h2};
 
 type HttpClient = Client<HttpConnector, OutBody>;
 
@@ -100,7 +102,7 @@ impl Hyper {
     pub async fn handle(
         self: Arc<Self>,
         remote: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<InBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let http1 = req.version() < Version::HTTP_2;
         // Boxed: hyper moves the service future into a task per stream, and the request's
@@ -117,7 +119,7 @@ impl Hyper {
         Ok(response)
     }
 
-    async fn serve(&self, remote: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn serve(&self, remote: SocketAddr, mut req: Request<InBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let policy = &self.policy;
         let host = match check_request(&req) {
@@ -213,7 +215,7 @@ impl Hyper {
         entry: &RouteEntry,
         backend: &Backend,
         remote: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<InBody>,
         host: HeaderValue,
         deadlines: &Deadlines,
         tally: &mut Tally,

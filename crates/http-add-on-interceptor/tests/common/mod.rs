@@ -448,11 +448,24 @@ async fn respond(
         "version": version,
         "bodyLen": body_bytes.len(),
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    // `/big/<n>`: n bytes of body instead of the JSON (which is then in `x-body-len`).
+    let body = match path.strip_prefix("/big/").and_then(|n| n.parse().ok()) {
+        Some(n) => Bytes::from(
+            (0..n)
+                .map(|i: usize| b'a' + (i % 26) as u8)
+                .collect::<Vec<_>>(),
+        ),
+        None => Bytes::from(body.to_string()),
+    };
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert("connection", http::HeaderValue::from_static("keep-alive"));
+    response.headers_mut().insert(
+        "x-body-len",
+        http::HeaderValue::from_str(&body_bytes.len().to_string()).unwrap(),
+    );
     response
         .headers_mut()
         .insert("x-backend", http::HeaderValue::from_str(&name).unwrap());
