@@ -11,6 +11,10 @@
 //!   made at bench time with the openssl CLI (a throw-away CA and a P-256 leaf for
 //!   `bench.test`).
 //!
+//! Same work: nginx and HAProxy are configured to add the forwarding headers the interceptor
+//! always adds (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`) and to keep
+//! backend connections alive, as the interceptor does.
+//!
 //! The headline figure of each row is the proxy's CPU time per request (user + system of the
 //! process and its children, from /proc, over the wrk or h2load run): the proxies share the
 //! machine with the load generator and the backend, which can cap requests/s before a proxy's

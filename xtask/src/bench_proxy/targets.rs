@@ -301,7 +301,8 @@ fn nginx(bench: &Bench, protocol: Protocol) -> anyhow::Result<Running> {
              events {{ worker_connections 8192; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {d}/cbt; proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
              \x20 upstream be {{ server {backend}; keepalive 128; keepalive_requests 10000000; }}\n\
-             \x20 server {{ {listen} location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}\n}}\n",
+             \x20 server {{ {listen} location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }} }}\n}}\n",
             pid = ndir.join("nginx.pid").display(),
             d = ndir.display(),
             backend = bench.backend,
@@ -335,10 +336,11 @@ fn haproxy(bench: &Bench, protocol: Protocol) -> anyhow::Result<Running> {
         &conf,
         format!(
             "global\n  nbthread 1\n  maxconn 4096\n\
-             defaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\
-             frontend fe\n  {bind}\n  default_backend be\n\
+             defaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n  option forwardfor\n\
+             frontend fe\n  {bind}\n  http-request set-header X-Forwarded-Proto {scheme}\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  default_backend be\n\
              backend be\n  server s1 {backend}\n",
             backend = bench.backend,
+            scheme = if protocol == Protocol::Https { "https" } else { "http" },
         ),
     )
     .context("writing the HAProxy configuration")?;
