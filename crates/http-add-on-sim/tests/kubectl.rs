@@ -392,7 +392,7 @@ async fn kubectl_get_watch_streams_changes() {
 }
 
 #[tokio::test]
-async fn kubectl_explain_reads_the_crd_schemas_from_openapi_v3() {
+async fn kubectl_explain_reads_the_schemas_from_openapi_v3() {
     let sim = Sim::start(SimConfig::apiserver_only()).await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
     for (_, crd) in http_add_on_types::crd::generated_crds() {
@@ -419,6 +419,12 @@ async fn kubectl_explain_reads_the_crd_schemas_from_openapi_v3() {
     );
     let route = k.ok(&["explain", "interceptorroute.spec"]).await;
     assert!(route.contains("KIND:       InterceptorRoute"), "{route}");
+
+    // Built-in types too, from k8s-openapi's schemas.
+    let replicas = k.ok(&["explain", "deployment.spec.replicas"]).await;
+    assert!(replicas.contains("FIELD: replicas <integer>"), "{replicas}");
+    let ports = k.ok(&["explain", "pods.spec.containers.ports"]).await;
+    assert!(ports.contains("<[]ContainerPort>"), "{ports}");
 }
 
 #[tokio::test]

@@ -176,6 +176,9 @@ async fn handle(
         ["openapi", "v3"] => {
             return json_response(StatusCode::OK, &openapi::v3_root(&shared.lock().registry));
         }
+        ["openapi", "v3", "api", v] => {
+            return discovery_or_404(openapi::v3_group(&shared.lock().registry, "", v), &path);
+        }
         ["openapi", "v3", "apis", g, v] => {
             return discovery_or_404(openapi::v3_group(&shared.lock().registry, g, v), &path);
         }

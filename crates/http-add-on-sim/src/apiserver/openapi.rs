@@ -3,13 +3,28 @@
 //! (`/openapi/v2`). This is what `kubectl explain` reads.
 //!
 //! Schemas come from CRDs' `openAPIV3Schema` (named, as the API server names them, by the
-//! reversed group: `sh.keda.http.v1alpha1.HTTPScaledObject`). Built-in types have no schema
-//! here, so their group versions are not listed. Only the read operations are listed as paths
+//! reversed group: `sh.keda.http.v1alpha1.HTTPScaledObject`) and, for the built-in types, from
+//! k8s-openapi's JSON schemas (named as upstream: `io.k8s.api.core.v1.Pod`), each group
+//! version's document holding the definitions its types reach. Only the read operations are
+//! listed as paths
 //! (what explain looks a type up by); with no `PATCH` operation kubectl's query-parameter
 //! check finds no server-side field validation and validates as it does against the empty
 //! protobuf v2 document it asks for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ComponentStatus, ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event as EventsV1;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::schemars::{JsonSchema, generate::SchemaSettings};
 
 use serde_json::{Map, Value, json};
 
@@ -82,9 +97,150 @@ fn custom_schemas(t: &ResourceType, version: &str) -> Vec<(String, Value)> {
     ]
 }
 
+/// A built-in type with a schema: group, version, plural, and the schema's name.
+struct Builtin {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    name: String,
+}
+
+/// The schemas of the built-in types, generated once: the types and every definition.
+struct Builtins {
+    types: Vec<Builtin>,
+    definitions: Map<String, Value>,
+}
+
+fn builtins() -> &'static Builtins {
+    static BUILTINS: OnceLock<Builtins> = OnceLock::new();
+    BUILTINS.get_or_init(|| {
+        let mut generator = SchemaSettings::openapi3().into_generator();
+        let mut types = vec![];
+        macro_rules! add {
+            ($($t:ty),* $(,)?) => {$(
+                generator.subschema_for::<$t>();
+                types.push(Builtin {
+                    group: <$t as k8s_openapi::Resource>::GROUP,
+                    version: <$t as k8s_openapi::Resource>::VERSION,
+                    plural: <$t as k8s_openapi::Resource>::URL_PATH_SEGMENT,
+                    name: <$t as JsonSchema>::schema_name().into_owned(),
+                });
+            )*};
+        }
+        add!(
+            Namespace,
+            Service,
+            ConfigMap,
+            Secret,
+            ServiceAccount,
+            Event,
+            Pod,
+            Endpoints,
+            Node,
+            ComponentStatus,
+            Deployment,
+            ReplicaSet,
+            StatefulSet,
+            EventsV1,
+            EndpointSlice,
+            Lease,
+            CustomResourceDefinition,
+            CertificateSigningRequest,
+        );
+        let definitions = generator
+            .take_definitions(true)
+            .into_iter()
+            .collect::<Map<String, Value>>();
+        Builtins { types, definitions }
+    })
+}
+
+/// The definitions `roots` reach through `$ref`s, the roots included.
+fn reachable(definitions: &Map<String, Value>, roots: &[String]) -> Map<String, Value> {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => {
+                            if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                                out.push(name.to_string());
+                            }
+                        }
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<String> = roots.to_vec();
+    while let Some(name) = todo.pop() {
+        if let Some(schema) = definitions.get(&name)
+            && seen.insert(name)
+        {
+            refs(schema, &mut todo);
+        }
+    }
+    seen.into_iter()
+        .filter_map(|n| definitions.get(&n).map(|d| (n, d.clone())))
+        .collect()
+}
+
+/// The built-in part of a group version's document: schemas (the types' own marked with
+/// their group-version-kind) and read paths.
+fn builtin_part(
+    reg: &Registry,
+    group: &str,
+    version: &str,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let b = builtins();
+    let types: Vec<(&Builtin, Arc<ResourceType>)> = b
+        .types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .filter_map(|t| Some((t, reg.get(t.group, t.plural).filter(|rt| !rt.custom)?)))
+        .collect();
+    let roots: Vec<String> = types.iter().map(|(t, _)| t.name.clone()).collect();
+    let mut schemas = reachable(&b.definitions, &roots);
+    let mut paths = Map::new();
+    for (t, rt) in &types {
+        if let Some(s) = schemas.get_mut(&t.name) {
+            s["x-kubernetes-group-version-kind"] = gvk(rt, version, &rt.kind);
+        }
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        for (path, op) in read_paths(rt, version) {
+            let path = path.replacen(&format!("/apis/{}/{version}", rt.group), &base, 1);
+            // The list schema is not generated; the object's stands in for it.
+            let op = serde_json::to_string(&op)
+                .unwrap_or_default()
+                .replace(&definition_name(rt, version, &rt.list_kind), &t.name)
+                .replace(&definition_name(rt, version, &rt.kind), &t.name);
+            paths.insert(path, serde_json::from_str(&op).unwrap_or_default());
+        }
+    }
+    (schemas, paths)
+}
+
 /// Group versions with at least one schema: `api/v1` or `apis/<group>/<version>`.
 fn documented(reg: &Registry) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
+    for t in &builtins().types {
+        if reg.get(t.group, t.plural).is_some_and(|rt| !rt.custom) {
+            let path = if t.group.is_empty() {
+                format!("api/{}", t.version)
+            } else {
+                format!("apis/{}/{}", t.group, t.version)
+            };
+            out.insert(path, (t.group.to_string(), t.version.to_string()));
+        }
+    }
     for t in reg.iter().filter(|t| t.custom) {
         for v in t.schemas.keys().filter(|v| t.serves(v)) {
             out.insert(
@@ -161,17 +317,15 @@ pub fn v3_group(reg: &Registry, group: &str, version: &str) -> Option<Value> {
             t.custom && t.group == group && t.serves(version) && t.schemas.contains_key(version)
         })
         .collect();
-    if types.is_empty() {
+    let (mut schemas, mut paths) = builtin_part(reg, group, version);
+    schemas.extend(types.iter().flat_map(|t| custom_schemas(t, version)));
+    paths.extend(types.iter().flat_map(|t| read_paths(t, version)));
+    if schemas.is_empty() {
         return None;
     }
-    let schemas: Map<String, Value> = types
-        .iter()
-        .flat_map(|t| custom_schemas(t, version))
-        .collect();
-    let paths: Map<String, Value> = types.iter().flat_map(|t| read_paths(t, version)).collect();
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "info": {"title": "Kubernetes", "version": discovery::version()["gitVersion"]},
         "paths": paths,
         "components": {"schemas": schemas},
     }))
@@ -204,12 +358,13 @@ fn to_v2(v: &Value) -> Value {
 pub fn v2(reg: &Registry) -> Value {
     let mut definitions = Map::new();
     for (group, version) in documented(reg).into_values() {
-        for t in reg
-            .iter()
-            .filter(|t| t.custom && t.group == group && t.serves(&version))
+        if let Some(doc) = v3_group(reg, &group, &version)
+            && let Some(schemas) = doc
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
         {
-            for (name, schema) in custom_schemas(t, &version) {
-                definitions.insert(name, to_v2(&schema));
+            for (name, schema) in schemas {
+                definitions.insert(name.clone(), to_v2(schema));
             }
         }
     }
