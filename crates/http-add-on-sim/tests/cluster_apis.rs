@@ -758,6 +758,24 @@ async fn openapi_documents_carry_the_crd_schemas() {
     );
     assert!(schema["properties"]["spec"]["properties"]["scaleTargetRef"].is_object());
 
+    // Built-in types carry the strategic-merge keys kubectl's client-side apply reads.
+    let core = root["paths"]["api/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("api/v1 is listed")
+        .to_string();
+    let (_, _, core) = send(&sim, "GET", &core, &[], Value::Null).await;
+    let containers =
+        &core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+    assert_eq!(
+        containers["x-kubernetes-patch-merge-key"], "name",
+        "{containers}"
+    );
+    assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+    assert_eq!(
+        core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["get"]["x-kubernetes-group-version-kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+
     // JSON clients get v2 with the same definitions; protobuf clients (client-go) an empty one.
     let (code, _, v2) = send(
         &sim,

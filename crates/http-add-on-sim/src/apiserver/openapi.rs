@@ -29,6 +29,7 @@ use k8s_openapi::schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::discovery;
+use super::patch;
 use super::registry::{Registry, ResourceType};
 
 /// The definition name of a type's schema: `<reversed group>.<version>.<Kind>`.
@@ -147,12 +148,52 @@ fn builtins() -> &'static Builtins {
             CustomResourceDefinition,
             CertificateSigningRequest,
         );
-        let definitions = generator
+        let mut definitions = generator
             .take_definitions(true)
             .into_iter()
             .collect::<Map<String, Value>>();
+        for schema in definitions.values_mut() {
+            mark_patch_strategy(schema);
+        }
         Builtins { types, definitions }
     })
+}
+
+/// Marks the lists that strategic merge patch merges, with the extensions the API server
+/// publishes (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`): kubectl's
+/// client-side apply reads them from OpenAPI v3 to build its patches. The keys are the ones
+/// this server's strategic merge uses (`patch::merge_key`).
+fn mark_patch_strategy(schema: &mut Value) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (field, property) in properties.iter_mut() {
+        if property.get("type").and_then(Value::as_str) != Some("array") {
+            continue;
+        }
+        let item = property
+            .pointer("/items/$ref")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if patch::is_set_list(field) {
+            property["x-kubernetes-patch-strategy"] = json!("merge");
+            continue;
+        }
+        // Ports merge by port only in Services and containers (an EndpointSlice's are atomic).
+        let sample = if item.ends_with(".ContainerPort") {
+            json!({"containerPort": 0})
+        } else {
+            json!({})
+        };
+        let ports_ok =
+            field != "ports" || item.ends_with(".ContainerPort") || item.ends_with(".ServicePort");
+        if let Some(key) = patch::merge_key(field, &sample).filter(|_| ports_ok && !item.is_empty())
+        {
+            property["x-kubernetes-patch-strategy"] = json!("merge");
+            property["x-kubernetes-patch-merge-key"] = json!(key);
+        }
+    }
 }
 
 /// The definitions `roots` reach through `$ref`s, the roots included.

@@ -70,7 +70,7 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
     json_patch::patch(target, &ops).map_err(|e| ApiError::invalid_patch(e.to_string()))
 }
 
-fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"
@@ -90,7 +90,7 @@ fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
     }
 }
 
-fn is_set_list(field: &str) -> bool {
+pub(super) fn is_set_list(field: &str) -> bool {
     field == "finalizers"
 }
 
