@@ -172,23 +172,21 @@ pub(crate) fn run(mut opts: Options) -> anyhow::Result<()> {
         seen.push(*p);
         new
     });
+    // One invocation: built separately, the two packages unify their dependencies' features
+    // differently and rustls, kube and their dependents compile twice.
     crate::cargo(&[
         "build",
         "--release",
         "-p",
         "http-add-on-interceptor",
-        "--bin",
-        "interceptor",
-        "--example",
-        "bench_proxy",
-    ])?;
-    crate::cargo(&[
-        "build",
-        "--release",
         "-p",
         "http-add-on-sim",
         "--bin",
+        "interceptor",
+        "--bin",
         "http-add-on-sim",
+        "--example",
+        "bench_proxy",
     ])?;
     let release = crate::workspace_root().join("target/release");
     let tool = release.join("examples/bench_proxy");
