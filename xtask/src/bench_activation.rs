@@ -4,15 +4,13 @@
 //! Prints p50/p99 of each. The measurement is the `bench_activation` example of the scaler crate
 //! (simulated API server, a real interceptor and the scaler in one process), built in release.
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
 
 /// Runs `trials` activations (at least 200 are meaningful for p99) in each design.
 pub(crate) fn run(trials: usize) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let trials = trials.to_string();
-    let status = Command::new(&cargo)
+    let status = crate::cargo_command()
         .args([
             "run",
             "--release",

@@ -133,8 +133,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 
 /// Version and source directory of kube, kube-client and kube-runtime, from `cargo metadata`.
 fn kube_sources(root: &Path) -> anyhow::Result<BTreeMap<String, (String, PathBuf)>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(&cargo)
+    let out = crate::cargo_command()
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(root)
         .stderr(Stdio::inherit())
@@ -272,7 +271,7 @@ fn build_tests(scratch: &Path, openssl: bool) -> anyhow::Result<BTreeMap<String,
     if openssl {
         features.push("kube-client/openssl-tls".to_owned());
     }
-    let mut cmd = Command::new(&cargo);
+    let mut cmd = crate::cargo_command();
     cmd.args(["test", "--lib", "--no-run", "--message-format", "json"]);
     for suite in &SUITES {
         cmd.args(["-p", suite.package]);

@@ -210,10 +210,33 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 /// Runs `cargo <args>` in the workspace root and fails when it fails.
+/// A `cargo` command (the one running xtask) without the package variables `cargo run` set
+/// for xtask: build scripts such as ring's rerun when `CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …
+/// differ, so a nested cargo that inherited xtask's would rebuild ring, rustls, kube and their
+/// dependents that `cargo xtask` itself just built.
+pub(crate) fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            );
+        if per_package {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
+    let status = cargo_command()
         .args(args)
         .current_dir(workspace_root())
         .status()
