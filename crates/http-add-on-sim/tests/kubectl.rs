@@ -452,3 +452,88 @@ async fn kubectl_auth_asks_the_review_apis() {
     let whoami = k.ok(&["auth", "whoami"]).await;
     assert!(whoami.contains("kubernetes-admin"), "{whoami}");
 }
+
+#[tokio::test]
+async fn kubectl_rollout_history_and_undo_use_the_replica_sets() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let k = Kubectl::new(&sim);
+    k.ok_stdin(&["apply", "-f", "-"], APP).await;
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    // As on Kubernetes, the change-cause goes to the ReplicaSet current when it is annotated.
+    k.ok(&["set", "image", "deployment/web", "app=echo:2"])
+        .await;
+    k.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=image echo:2",
+    ])
+    .await;
+    let status = k
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    let history = k.ok(&["rollout", "history", "deployment/web"]).await;
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["1", "<none>"], vec!["2", "image", "echo:2"]],
+        "{history}"
+    );
+    let first = k
+        .ok(&["rollout", "history", "deployment/web", "--revision=1"])
+        .await;
+    assert!(first.contains("Image:\techo\n"), "{first}");
+
+    let undone = k.ok(&["rollout", "undo", "deployment/web"]).await;
+    assert!(undone.contains("rolled back"), "{undone}");
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let image = k
+        .ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "echo");
+    let history = k.ok(&["rollout", "history", "deployment/web"]).await;
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        revisions,
+        ["2", "3"],
+        "revision 1 came back as 3:\n{history}"
+    );
+    // Undo to an explicit revision, and the ReplicaSets as kubectl lists them.
+    k.ok(&["rollout", "undo", "deployment/web", "--to-revision=2"])
+        .await;
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let sets = k
+        .ok(&[
+            "get",
+            "replicasets",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.replicas}/{.spec.template.spec.containers[0].image} {end}",
+        ])
+        .await;
+    let mut sets: Vec<&str> = sets.split_whitespace().collect();
+    sets.sort_unstable();
+    assert_eq!(sets, ["0/echo", "1/echo:2"]);
+    sim.shutdown().await;
+}

@@ -1,5 +1,5 @@
-//! Behaviour of the simulated cluster's workloads (Deployment controller, kubelet, EndpointSlice
-//! controller, Service proxy), observed through the API server and the network like a user would.
+//! Behaviour of the simulated cluster's workloads (Deployment and ReplicaSet controllers,
+//! kubelet, EndpointSlice controller, Service proxy), observed through the API server and the network like a user would.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,7 +15,7 @@ use http_add_on_sim::{Sim, SimConfig};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -129,6 +129,36 @@ async fn pods_of(client: &kube::Client, app: &str) -> Vec<Pod> {
         .await
         .expect("listing pods succeeds")
         .items
+}
+
+/// The ReplicaSets of `app` (labelled `app: <app>`), oldest revision first.
+async fn replica_sets_of(client: &kube::Client, app: &str) -> Vec<ReplicaSet> {
+    let mut sets = Api::<ReplicaSet>::default_namespaced(client.clone())
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("listing ReplicaSets succeeds")
+        .items;
+    sets.sort_by_key(revision);
+    sets
+}
+
+/// The `deployment.kubernetes.io/revision` of a ReplicaSet or Deployment (0 when absent).
+fn revision(obj: &impl ResourceExt) -> u64 {
+    obj.annotations()
+        .get(workloads::REVISION_ANNOTATION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+fn controller_uid(obj: &impl ResourceExt) -> Option<String> {
+    obj.owner_references()
+        .iter()
+        .find(|owner| owner.controller == Some(true))
+        .map(|owner| owner.uid.clone())
+}
+
+fn spec_replicas(set: &ReplicaSet) -> Option<i32> {
+    set.spec.as_ref().and_then(|spec| spec.replicas)
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -255,6 +285,13 @@ async fn scale_zero_to_three_to_zero_follows_readiness() {
     scale(&client, "web", 3).await;
     let pods = ready_pods(&client, "web", 3).await;
     let deploy = deployments.get("web").await.unwrap();
+    let sets = replica_sets_of(&client, "web").await;
+    assert_eq!(sets.len(), 1, "one ReplicaSet for one template");
+    assert_eq!(
+        controller_uid(&sets[0]),
+        deploy.uid(),
+        "the ReplicaSet is the Deployment's"
+    );
     for pod in &pods {
         let name = pod.name_any();
         let suffix = name.rsplit('-').next().unwrap();
@@ -264,9 +301,10 @@ async fn scale_zero_to_three_to_zero_follows_readiness() {
         );
         let owner = &pod.owner_references()[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str()),
-            ("Deployment", deploy.uid().unwrap().as_str())
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("ReplicaSet", sets[0].uid().unwrap().as_str(), Some(true))
         );
+        assert!(name.starts_with(&format!("{}-", sets[0].name_any())));
         assert_eq!(pod.labels().get("app").map(String::as_str), Some("web"));
         assert_eq!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -778,8 +816,10 @@ async fn deleted_pods_are_replaced_and_deleting_the_deployment_stops_them() {
         .delete("phoenix", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the pods to be gone", || async {
-        pods_of(&client, "phoenix").await.is_empty().then_some(())
+    eventually("the pods and the ReplicaSet to be gone", || async {
+        let gone = pods_of(&client, "phoenix").await.is_empty()
+            && replica_sets_of(&client, "phoenix").await.is_empty();
+        gone.then_some(())
     })
     .await;
     for pod in &after {
@@ -954,5 +994,133 @@ async fn template_change_rolls_pods_over_to_the_new_template() {
         },
     )
     .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_template_change_makes_a_new_replica_set_and_keeps_the_old_one_at_zero() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let deployments = Api::<Deployment>::default_namespaced(client.clone());
+    let deploy = create(&deployments, &deployment("rev", 2, &[("http", 8080)], &[])).await;
+    ready_pods(&client, "rev", 2).await;
+    let first = eventually("the first ReplicaSet with its revision", || async {
+        let sets = replica_sets_of(&client, "rev").await;
+        let deploy = deployments.get("rev").await.unwrap();
+        (sets.len() == 1 && revision(&sets[0]) == 1 && revision(&deploy) == 1)
+            .then(|| sets[0].clone())
+    })
+    .await;
+    let hash = first.labels()["pod-template-hash"].clone();
+    assert_eq!(first.name_any(), format!("rev-{hash}"));
+    let owner = &first.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Deployment", deploy.uid().unwrap().as_str(), Some(true))
+    );
+    let first_spec = first.spec.clone().unwrap();
+    assert_eq!(
+        first_spec
+            .selector
+            .match_labels
+            .unwrap()
+            .get("pod-template-hash"),
+        Some(&hash),
+        "the selector tells this revision's pods apart"
+    );
+
+    // Scaling the Deployment scales its current ReplicaSet.
+    scale(&client, "rev", 3).await;
+    ready_pods(&client, "rev", 3).await;
+    let sets = replica_sets_of(&client, "rev").await;
+    assert_eq!(spec_replicas(&sets[0]), Some(3));
+
+    let patch = json!({ "spec": { "template": { "metadata": { "annotations": { workloads::RESPONSE_DELAY_ANNOTATION: "1ms" } } } } });
+    deployments
+        .patch("rev", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let sets = eventually("revision 2 to take over", || async {
+        let sets = replica_sets_of(&client, "rev").await;
+        let pods = pods_of(&client, "rev").await;
+        let done = sets.len() == 2
+            && revision(&sets[1]) == 2
+            && spec_replicas(&sets[0]) == Some(0)
+            && spec_replicas(&sets[1]) == Some(3)
+            && pods.len() == 3
+            && pods.iter().all(|pod| {
+                is_ready(pod) && pod.owner_references()[0].uid == sets[1].uid().unwrap()
+            });
+        done.then_some(sets)
+    })
+    .await;
+    assert_eq!(sets[0].uid(), first.uid(), "the old ReplicaSet is kept");
+    assert_ne!(sets[1].labels()["pod-template-hash"], hash);
+    eventually("the Deployment to name revision 2", || async {
+        let deploy = deployments.get("rev").await.unwrap();
+        let status = deploy.status.clone()?;
+        let done = revision(&deploy) == 2
+            && status.replicas == Some(3)
+            && status.updated_replicas == Some(3)
+            && status.available_replicas == Some(3);
+        done.then_some(())
+    })
+    .await;
+
+    // The old template again: its ReplicaSet comes back as revision 3, no new one is made.
+    let patch = json!({ "spec": { "template": { "metadata": { "annotations": null } } } });
+    deployments
+        .patch("rev", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("the first ReplicaSet to return as revision 3", || async {
+        let sets = replica_sets_of(&client, "rev").await;
+        let done = sets.len() == 2
+            && sets[1].uid() == first.uid()
+            && revision(&sets[1]) == 3
+            && spec_replicas(&sets[1]) == Some(3)
+            && spec_replicas(&sets[0]) == Some(0);
+        done.then_some(())
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn replica_sets_beyond_the_revision_history_limit_are_deleted() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let deployments = Api::<Deployment>::default_namespaced(client.clone());
+    let mut deploy = deployment("history", 1, &[("http", 8080)], &[]);
+    deploy.spec.as_mut().unwrap().revision_history_limit = Some(1);
+    create(&deployments, &deploy).await;
+    for delay in ["1ms", "2ms", "3ms"] {
+        let patch = json!({ "spec": { "template": { "metadata": { "annotations": { workloads::RESPONSE_DELAY_ANNOTATION: delay } } } } });
+        deployments
+            .patch("history", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+        eventually(&format!("the rollout to {delay}"), || async {
+            let pods = pods_of(&client, "history").await;
+            let done = pods.len() == 1
+                && is_ready(&pods[0])
+                && pods[0]
+                    .annotations()
+                    .get(workloads::RESPONSE_DELAY_ANNOTATION)
+                    == Some(&delay.to_owned());
+            done.then_some(())
+        })
+        .await;
+    }
+    let sets = eventually("one old ReplicaSet besides the current one", || async {
+        let sets = replica_sets_of(&client, "history").await;
+        (sets.len() == 2 && revision(&sets[1]) == 4).then_some(sets)
+    })
+    .await;
+    assert_eq!(
+        (revision(&sets[0]), spec_replicas(&sets[0])),
+        (3, Some(0)),
+        "the newest old revision is the one kept"
+    );
     sim.shutdown().await;
 }

@@ -1,65 +1,72 @@
-//! The Deployment controller: keeps `spec.replicas` Pods of the current pod template per
-//! Deployment (no ReplicaSet layer) and keeps the Deployment's status true.
+//! The Deployment controller: one ReplicaSet per pod-template revision of each Deployment, as
+//! Kubernetes keeps them. A ReplicaSet is named `<deploy>-<pod-template-hash>`, carries the hash
+//! as the `pod-template-hash` label (in its selector and template too), is owned by the
+//! Deployment (`controller: true`) and numbered by the annotation [`REVISION_ANNOTATION`], which
+//! the Deployment carries too. The ReplicaSet of the current template gets `spec.replicas`
+//! (changing the template back, as `kubectl rollout undo` does, reuses the old ReplicaSet under
+//! a new revision); the older ones are scaled to 0 once it is fully ready, and kept, up to
+//! `spec.revisionHistoryLimit` (default 10), for `kubectl rollout history/undo`. The
+//! Deployment's status sums its ReplicaSets' statuses; the ReplicaSet controller runs the pods.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::informer::{Change, Informer};
-use super::{Error, NODE_NAME, POD_FINALIZER, podutil, random};
+use super::{Error, podutil, random};
 
-/// Label carrying the hash of the pod template a pod was created from.
+/// Label carrying the hash of the pod template a ReplicaSet and its pods were created from.
 const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
-/// How long a create or delete we issued may stay unobserved before we stop waiting for it.
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Annotation numbering a Deployment's revisions (on its ReplicaSets and on itself).
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// Annotation of a ReplicaSet: the Deployment's `spec.replicas` when it was last synced.
+const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
+/// Deployment annotations not copied to its ReplicaSets (Kubernetes' `annotationsToSkip`).
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "deployment.kubernetes.io/revision-history",
+    DESIRED_REPLICAS_ANNOTATION,
+    "deployment.kubernetes.io/max-replicas",
+];
 /// Delay before retrying a reconcile that failed.
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 
 /// `(namespace, name)` of a Deployment.
 type Key = (String, String);
 
-/// Writes we issued but have not seen in the pod cache yet (the ReplicaSet controller's
-/// "expectations"): without them a reconcile that runs before the watch catches up would
-/// create or delete pods twice.
-#[derive(Debug, Default)]
-struct Expectations {
-    creates: HashMap<String, Instant>,
-    deletes: HashMap<String, Instant>,
-}
-
 struct Controller {
     client: Client,
     deployments: Store<Deployment>,
-    pods: Store<Pod>,
-    expectations: HashMap<Key, Expectations>,
+    sets: Store<ReplicaSet>,
 }
 
 /// Runs the controller until its informers stop.
 pub(crate) async fn run(
     client: Client,
     deployments: Informer<Deployment>,
-    pods: Informer<Pod>,
+    sets: Informer<ReplicaSet>,
 ) -> Result<(), Error> {
     let mut deployment_changes = deployments.subscribe();
-    let mut pod_changes = pods.subscribe();
+    let mut set_changes = sets.subscribe();
     deployments.ready().await?;
-    pods.ready().await?;
-    let mut controller = Controller {
+    sets.ready().await?;
+    let controller = Controller {
         client,
         deployments: deployments.store().clone(),
-        pods: pods.store().clone(),
-        expectations: HashMap::new(),
+        sets: sets.store().clone(),
     };
     let mut dirty: BTreeSet<Key> = controller.all_keys();
     let mut retries: HashMap<Key, Instant> = HashMap::new();
@@ -77,9 +84,9 @@ pub(crate) async fn run(
                 let change = change.ok_or_else(|| Error::InformerStopped("Deployment".into()))?;
                 controller.on_deployment_change(change, &mut dirty).await;
             }
-            change = pod_changes.next() => {
-                let change = change.ok_or_else(|| Error::InformerStopped("Pod".into()))?;
-                controller.on_pod_change(change, &mut dirty);
+            change = set_changes.next() => {
+                let change = change.ok_or_else(|| Error::InformerStopped("ReplicaSet".into()))?;
+                controller.on_set_change(change, &mut dirty);
             }
             () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
                 let now = Instant::now();
@@ -90,8 +97,8 @@ pub(crate) async fn run(
         while let Some(change) = deployment_changes.try_next() {
             controller.on_deployment_change(change, &mut dirty).await;
         }
-        while let Some(change) = pod_changes.try_next() {
-            controller.on_pod_change(change, &mut dirty);
+        while let Some(change) = set_changes.try_next() {
+            controller.on_set_change(change, &mut dirty);
         }
     }
 }
@@ -105,77 +112,67 @@ impl Controller {
             .collect()
     }
 
-    async fn on_deployment_change(
-        &mut self,
-        change: Change<Deployment>,
-        dirty: &mut BTreeSet<Key>,
-    ) {
+    async fn on_deployment_change(&self, change: Change<Deployment>, dirty: &mut BTreeSet<Key>) {
         match change {
             Change::Applied(deploy) => {
                 dirty.insert(key_of(deploy.as_ref()));
             }
-            Change::Deleted(deploy) => {
-                let key = key_of(deploy.as_ref());
-                self.expectations.remove(&key);
-                self.delete_owned_pods(&deploy).await;
-            }
-            Change::Resync => {
-                self.expectations.clear();
-                dirty.extend(self.all_keys());
-            }
+            Change::Deleted(deploy) => self.delete_owned_sets(&deploy).await,
+            Change::Resync => dirty.extend(self.all_keys()),
         }
     }
 
-    fn on_pod_change(&mut self, change: Change<Pod>, dirty: &mut BTreeSet<Key>) {
-        let (pod, gone) = match change {
-            Change::Applied(pod) => (pod, false),
-            Change::Deleted(pod) => (pod, true),
+    fn on_set_change(&self, change: Change<ReplicaSet>, dirty: &mut BTreeSet<Key>) {
+        let set = match change {
+            Change::Applied(set) | Change::Deleted(set) => set,
             Change::Resync => {
-                self.expectations.clear();
                 dirty.extend(self.all_keys());
                 return;
             }
         };
-        let Some(owner) = podutil::controller_of(&pod).filter(|owner| owner.kind == "Deployment")
-        else {
-            return;
-        };
-        let key = (pod.namespace().unwrap_or_default(), owner.name.clone());
-        if let Some(expectations) = self.expectations.get_mut(&key) {
-            let name = pod.name_any();
-            expectations.creates.remove(&name);
-            if gone || podutil::is_terminating(&pod) {
-                expectations.deletes.remove(&name);
-            }
+        if let Some(owner) =
+            podutil::controller_of(set.as_ref()).filter(|owner| owner.kind == "Deployment")
+        {
+            dirty.insert((set.namespace().unwrap_or_default(), owner.name.clone()));
         }
-        dirty.insert(key);
     }
 
-    /// Falls back on deleting a deleted Deployment's pods ourselves, in case the API server's
-    /// garbage collector has not (deleting twice is harmless).
-    async fn delete_owned_pods(&self, deploy: &Deployment) {
+    /// Falls back on deleting a deleted Deployment's ReplicaSets ourselves, in case the API
+    /// server's garbage collector has not (deleting twice is harmless).
+    async fn delete_owned_sets(&self, deploy: &Deployment) {
         let Some(uid) = deploy.uid() else { return };
         let namespace = deploy.namespace().unwrap_or_default();
-        let api = Api::<Pod>::namespaced(self.client.clone(), &namespace);
-        for pod in self.pods.state() {
-            let owned = podutil::controller_of(&pod).is_some_and(|owner| owner.uid == uid);
-            if owned
-                && !podutil::is_terminating(&pod)
-                && pod.namespace().as_deref() == Some(&namespace)
-                && let Err(error) = delete_pod(&api, &pod.name_any()).await
-            {
-                tracing::debug!(pod = %pod.name_any(), %error, "deleting an orphaned pod failed");
+        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &namespace);
+        for set in self.owned_sets(&namespace, &uid) {
+            match api.delete(&set.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => {
+                    tracing::debug!(replicaset = %set.name_any(), %error, "deleting an orphaned ReplicaSet failed");
+                }
             }
         }
     }
 
-    async fn reconcile(&mut self, key: &Key) -> Result<(), kube::Error> {
+    /// The live ReplicaSets in `namespace` whose controller is the object with `uid`.
+    fn owned_sets(&self, namespace: &str, uid: &str) -> Vec<Arc<ReplicaSet>> {
+        self.sets
+            .state()
+            .into_iter()
+            .filter(|set| set.namespace().as_deref() == Some(namespace))
+            .filter(|set| set.metadata.deletion_timestamp.is_none())
+            .filter(|set| {
+                podutil::controller_of(set.as_ref()).is_some_and(|owner| owner.uid == uid)
+            })
+            .collect()
+    }
+
+    async fn reconcile(&self, key: &Key) -> Result<(), kube::Error> {
         let (namespace, name) = key;
         let Some(deploy) = self
             .deployments
             .get(&ObjectRef::new(name).within(namespace))
         else {
-            self.expectations.remove(key);
             return Ok(());
         };
         if deploy.metadata.deletion_timestamp.is_some() {
@@ -185,87 +182,103 @@ impl Controller {
             return Ok(());
         };
         let spec = deploy.spec.clone().unwrap_or_default();
-        let desired = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
-        let hash = template_hash(&spec.template);
-        let pod_api = Api::<Pod>::namespaced(self.client.clone(), namespace);
-
-        let owned: Vec<Arc<Pod>> = self
-            .pods
-            .state()
+        let desired = spec.replicas.unwrap_or(1).max(0);
+        let wanted = normalized(&spec.template);
+        let (mut current, mut old): (Vec<_>, Vec<_>) = self
+            .owned_sets(namespace, &uid)
             .into_iter()
-            .filter(|pod| pod.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|pod| podutil::controller_of(pod).is_some_and(|owner| owner.uid == uid))
-            .collect();
-        let expectations = self.expectations.entry(key.clone()).or_default();
-        let now = Instant::now();
-        expectations.creates.retain(|pod_name, at| {
-            now < *at + EXPECTATION_TIMEOUT && !owned.iter().any(|pod| pod.name_any() == *pod_name)
-        });
-        expectations.deletes.retain(|pod_name, at| {
-            now < *at + EXPECTATION_TIMEOUT
-                && owned
-                    .iter()
-                    .any(|pod| pod.name_any() == *pod_name && !podutil::is_terminating(pod))
-        });
-
-        // Finished pods are replaced: delete them (a Deployment's pods should never finish).
-        for pod in owned
-            .iter()
-            .filter(|pod| podutil::is_terminal(pod) && !podutil::is_terminating(pod))
-        {
-            let pod_name = pod.name_any();
-            if let std::collections::hash_map::Entry::Vacant(entry) =
-                expectations.deletes.entry(pod_name)
+            .partition(|set| set_template(set).is_some_and(|t| normalized(t) == wanted));
+        // Two ReplicaSets of one template (never made here): the newest revision is current.
+        current.sort_by_key(|set| revision(set));
+        old.extend(current.drain(..current.len().saturating_sub(1)));
+        let max_old_revision = old.iter().map(|set| revision(set)).max().unwrap_or(0);
+        let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
+        let current = match current.pop() {
+            Some(set) => set,
+            None => match self
+                .create_set(&deploy, &wanted, max_old_revision + 1, desired)
+                .await?
             {
-                delete_pod(&pod_api, entry.key()).await?;
-                entry.insert(Instant::now());
-            }
-        }
-        let active: Vec<&Arc<Pod>> = owned
-            .iter()
-            .filter(|pod| !podutil::is_terminating(pod) && !podutil::is_terminal(pod))
-            .filter(|pod| !expectations.deletes.contains_key(&pod.name_any()))
-            .collect();
-        let (mut current, old): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = active
-            .iter()
-            .partition(|pod| pod.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&hash));
+                Some(set) => set,
+                // A hash collision: the status change brings us back with the next name.
+                None => return Ok(()),
+            },
+        };
 
-        let current_count = current.len() + expectations.creates.len();
-        if current_count < desired {
-            for _ in current_count..desired {
-                let pod_name = create_pod(&pod_api, &deploy, &hash).await?;
-                expectations.creates.insert(pod_name, Instant::now());
-            }
-        } else if current_count > desired {
-            let excess = (current_count - desired).min(current.len());
-            // Delete not-ready pods first, then the newest ones (as the ReplicaSet controller does).
-            current.sort_by_key(|pod| {
-                (
-                    podutil::is_ready(pod),
-                    Reverse(pod.metadata.creation_timestamp.clone()),
+        // The current template's ReplicaSet: the desired replicas, the newest revision and the
+        // Deployment's annotations (so `kubectl rollout history` shows its change-cause).
+        let current_revision = revision(&current).max(max_old_revision + 1);
+        let annotations = set_annotations(&deploy, current_revision, desired);
+        let synced = current.spec.as_ref().and_then(|spec| spec.replicas) == Some(desired)
+            && annotations
+                .iter()
+                .all(|(k, v)| current.annotations().get(k) == Some(v));
+        if !synced {
+            sets.patch(
+                &current.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": { "annotations": annotations },
+                    "spec": { "replicas": desired },
+                })),
+            )
+            .await?;
+        }
+        let revision_text = current_revision.to_string();
+        if deploy.annotations().get(REVISION_ANNOTATION) != Some(&revision_text) {
+            Api::<Deployment>::namespaced(self.client.clone(), namespace)
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({
+                        "metadata": { "annotations": { REVISION_ANNOTATION: revision_text } }
+                    })),
                 )
-            });
-            for pod in current.drain(..excess) {
-                let pod_name = pod.name_any();
-                delete_pod(&pod_api, &pod_name).await?;
-                expectations.deletes.insert(pod_name, Instant::now());
+                .await?;
+        }
+
+        // Rollout: the old templates' ReplicaSets go to 0 once the current one is fully ready.
+        let ready = |set: &ReplicaSet| set.status.as_ref().and_then(|s| s.ready_replicas);
+        let available = |set: &ReplicaSet| set.status.as_ref().and_then(|s| s.available_replicas);
+        let replicas = |set: &ReplicaSet| set.status.as_ref().map_or(0, |s| s.replicas);
+        let rolled_out = synced && ready(&current).unwrap_or(0) >= desired;
+        if rolled_out {
+            for set in old
+                .iter()
+                .filter(|set| set.spec.as_ref().and_then(|spec| spec.replicas) != Some(0))
+            {
+                sets.patch(
+                    &set.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+                )
+                .await?;
             }
         }
-        // Rollout: old-template pods go once the new template's pods are all ready.
-        let current_ready = current.iter().filter(|pod| podutil::is_ready(pod)).count();
-        if !old.is_empty() && current_ready >= desired {
-            for pod in &old {
-                let pod_name = pod.name_any();
-                delete_pod(&pod_api, &pod_name).await?;
-                expectations.deletes.insert(pod_name, Instant::now());
+        // History: scaled-down old ReplicaSets beyond revisionHistoryLimit go, oldest first.
+        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+        let mut idle: Vec<&Arc<ReplicaSet>> = old
+            .iter()
+            .filter(|set| set.spec.as_ref().and_then(|spec| spec.replicas) == Some(0))
+            .filter(|set| replicas(set) == 0)
+            .collect();
+        idle.sort_by_key(|set| revision(set));
+        for set in idle.iter().take(idle.len().saturating_sub(limit)) {
+            match sets.delete(&set.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error),
             }
         }
 
+        let as_usize = |n: i32| usize::try_from(n).unwrap_or(0);
+        let all = || old.iter().chain(std::iter::once(&current));
         let counts = ReplicaCounts {
-            desired,
-            replicas: active.len(),
-            updated: current.len(),
-            ready: active.iter().filter(|pod| podutil::is_ready(pod)).count(),
+            desired: as_usize(desired),
+            replicas: all().map(|set| as_usize(replicas(set))).sum(),
+            updated: as_usize(replicas(&current)),
+            ready: all().map(|set| as_usize(ready(set).unwrap_or(0))).sum(),
+            available: all().map(|set| as_usize(available(set).unwrap_or(0))).sum(),
         };
         let status = desired_status(&deploy, &counts);
         if !deploy
@@ -283,59 +296,145 @@ impl Controller {
         }
         Ok(())
     }
+
+    /// Creates the ReplicaSet of the Deployment's current template. `None` when its name is
+    /// taken by another template: then `status.collisionCount` goes up and so the next name
+    /// differs, as in Kubernetes.
+    async fn create_set(
+        &self,
+        deploy: &Deployment,
+        wanted: &Value,
+        revision: u64,
+        desired: i32,
+    ) -> Result<Option<Arc<ReplicaSet>>, kube::Error> {
+        let namespace = deploy.namespace().unwrap_or_default();
+        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &namespace);
+        let collisions = deploy.status.as_ref().and_then(|s| s.collision_count);
+        let set = set_from_template(
+            deploy,
+            &template_hash(wanted, collisions),
+            revision,
+            desired,
+        );
+        match api.create(&PostParams::default(), &set).await {
+            Ok(created) => {
+                tracing::debug!(replicaset = %created.name_any(), "created ReplicaSet");
+                Ok(Some(Arc::new(created)))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = api.get(&set.name_any()).await?;
+                let ours = podutil::controller_of(&existing)
+                    .is_some_and(|owner| Some(&owner.uid) == deploy.uid().as_ref());
+                if ours && set_template(&existing).is_some_and(|t| normalized(t) == *wanted) {
+                    // Ours already; the watch has not caught up with it yet.
+                    return Ok(Some(Arc::new(existing)));
+                }
+                Api::<Deployment>::namespaced(self.client.clone(), &namespace)
+                    .patch_status(
+                        &deploy.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({
+                            "status": { "collisionCount": collisions.unwrap_or(0) + 1 }
+                        })),
+                    )
+                    .await?;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
 }
 
 fn key_of<K: ResourceExt>(obj: &K) -> Key {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// The hash of a pod template, encoded like Kubernetes' `pod-template-hash` label.
-fn template_hash(template: &PodTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(template).unwrap_or_default();
+/// A ReplicaSet's revision number (0 when it has none).
+fn revision(set: &ReplicaSet) -> u64 {
+    set.annotations()
+        .get(REVISION_ANNOTATION)
+        .and_then(|revision| revision.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_template(set: &ReplicaSet) -> Option<&PodTemplateSpec> {
+    set.spec.as_ref()?.template.as_ref()
+}
+
+/// A pod template as compared between a Deployment and its ReplicaSets (Kubernetes'
+/// `EqualIgnoreHash`): without the `pod-template-hash` label, and without nulls and empty maps
+/// or lists, so that a template written back by another client (`kubectl rollout undo` sends
+/// Go's `creationTimestamp: null` and `resources: {}`) still matches.
+fn normalized(template: &PodTemplateSpec) -> Value {
+    fn prune(value: &mut Value) -> bool {
+        match value {
+            Value::Null => true,
+            Value::Object(map) => {
+                map.retain(|_, v| !prune(v));
+                map.is_empty()
+            }
+            Value::Array(items) => {
+                items.iter_mut().for_each(|item| {
+                    prune(item);
+                });
+                items.is_empty()
+            }
+            _ => false,
+        }
+    }
+    let mut value = serde_json::to_value(template).unwrap_or_default();
+    if let Some(labels) = value
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+    }
+    prune(&mut value);
+    value
+}
+
+/// The `pod-template-hash` of a normalized template, encoded like Kubernetes' label; the
+/// collision count, when there is one, is hashed in too.
+fn template_hash(normalized: &Value, collisions: Option<i32>) -> String {
+    let mut bytes = serde_json::to_vec(normalized).unwrap_or_default();
+    if let Some(count) = collisions {
+        bytes.extend_from_slice(&count.to_le_bytes());
+    }
     random::safe_encode(random::fnv1a32(&bytes))
 }
 
-/// Creates one pod from the Deployment's template and returns its name.
-async fn create_pod(
-    api: &Api<Pod>,
-    deploy: &Deployment,
-    hash: &str,
-) -> Result<String, kube::Error> {
-    let mut attempt = 0;
-    loop {
-        let pod = pod_from_template(deploy, hash);
-        let pod_name = pod.name_any();
-        match api.create(&PostParams::default(), &pod).await {
-            Ok(_) => {
-                tracing::debug!(pod = %pod_name, "created pod");
-                return Ok(pod_name);
-            }
-            // A name collision: draw another suffix.
-            Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => attempt += 1,
-            Err(error) => return Err(error),
-        }
-    }
+/// The annotations the Deployment's current ReplicaSet carries.
+fn set_annotations(deploy: &Deployment, revision: u64, desired: i32) -> BTreeMap<String, String> {
+    let mut annotations: BTreeMap<String, String> = deploy
+        .annotations()
+        .iter()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(REVISION_ANNOTATION.to_owned(), revision.to_string());
+    annotations.insert(DESIRED_REPLICAS_ANNOTATION.to_owned(), desired.to_string());
+    annotations
 }
 
-fn pod_from_template(deploy: &Deployment, hash: &str) -> Pod {
+/// The ReplicaSet of the Deployment's current template, `<deploy>-<hash>`.
+fn set_from_template(deploy: &Deployment, hash: &str, revision: u64, desired: i32) -> ReplicaSet {
     let spec = deploy.spec.clone().unwrap_or_default();
-    let template_meta = spec.template.metadata.unwrap_or_default();
-    let mut labels = template_meta.labels.unwrap_or_default();
+    let mut template = spec.template;
+    let template_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let labels = template_meta.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
-    let mut pod_spec = spec.template.spec.unwrap_or_default();
-    pod_spec
-        .node_name
-        .get_or_insert_with(|| NODE_NAME.to_owned());
-    Pod {
+    let labels = labels.clone();
+    let mut selector = spec.selector;
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
+    ReplicaSet {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}-{hash}-{}",
-                deploy.name_any(),
-                random::name_suffix(5)
-            )),
+            name: Some(format!("{}-{hash}", deploy.name_any())),
             namespace: deploy.namespace(),
             labels: Some(labels),
-            annotations: template_meta.annotations,
+            annotations: Some(set_annotations(deploy, revision, desired)),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
@@ -344,34 +443,31 @@ fn pod_from_template(deploy: &Deployment, hash: &str) -> Pod {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             }]),
-            finalizers: Some(vec![POD_FINALIZER.to_owned()]),
             ..ObjectMeta::default()
         },
-        spec: Some(pod_spec),
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(desired),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector,
+            template: Some(template),
+        }),
         status: None,
     }
 }
 
-async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
-/// Pod counts a Deployment's status is computed from.
+/// Pod counts a Deployment's status is computed from (summed over its ReplicaSets).
 #[derive(Debug, Clone, Copy)]
 struct ReplicaCounts {
     desired: usize,
     replicas: usize,
     updated: usize,
     ready: usize,
+    available: usize,
 }
 
 fn desired_status(deploy: &Deployment, counts: &ReplicaCounts) -> DeploymentStatus {
     let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let available = counts.ready;
+    let available = counts.available;
     let max_unavailable = max_unavailable(deploy, counts.desired);
     let minimum_available = available + max_unavailable >= counts.desired;
     let complete = counts.updated == counts.desired
@@ -524,38 +620,88 @@ mod tests {
     }
 
     #[test]
-    fn pods_are_named_and_owned_like_kubernetes() {
-        let deploy = deployment(1);
-        let pod = pod_from_template(&deploy, "5d4f8b7c9");
-        let name = pod.name_any();
-        let suffix = name
-            .strip_prefix("app-5d4f8b7c9-")
-            .expect("name is <deploy>-<hash>-<rand>");
-        assert_eq!(suffix.len(), 5);
+    fn replica_sets_are_named_labelled_and_owned_like_kubernetes() {
+        let mut deploy = deployment(2);
+        deploy.metadata.annotations = Some(
+            [
+                ("kubernetes.io/change-cause".to_owned(), "v2".to_owned()),
+                (REVISION_ANNOTATION.to_owned(), "1".to_owned()),
+            ]
+            .into(),
+        );
+        let set = set_from_template(&deploy, "5d4f8b7c9", 4, 2);
+        assert_eq!(set.name_any(), "app-5d4f8b7c9");
+        let spec = set.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let hash = |labels: Option<&BTreeMap<String, String>>| {
+            labels.and_then(|l| l.get(POD_TEMPLATE_HASH_LABEL).cloned())
+        };
         assert_eq!(
-            pod.labels()
-                .get(POD_TEMPLATE_HASH_LABEL)
-                .map(String::as_str),
+            hash(spec.selector.match_labels.as_ref()).as_deref(),
             Some("5d4f8b7c9")
         );
-        let owner = &pod.owner_references()[0];
+        let template_labels = spec.template.as_ref().unwrap().metadata.as_ref().unwrap();
+        assert_eq!(
+            hash(template_labels.labels.as_ref()).as_deref(),
+            Some("5d4f8b7c9")
+        );
+        assert_eq!(
+            hash(set.metadata.labels.as_ref()).as_deref(),
+            Some("5d4f8b7c9")
+        );
+        let owner = &set.owner_references()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("Deployment", "uid-1", Some(true))
         );
-        assert_eq!(pod.finalizers(), [POD_FINALIZER.to_owned()]);
+        assert_eq!(
+            revision(&set),
+            4,
+            "the ReplicaSet's own revision, not the Deployment's"
+        );
+        assert_eq!(
+            set.annotations()
+                .get("kubernetes.io/change-cause")
+                .map(String::as_str),
+            Some("v2"),
+            "the change-cause is copied for kubectl rollout history"
+        );
     }
 
     #[test]
-    fn template_hash_changes_with_the_template() {
+    fn template_hash_changes_with_the_template_and_the_collision_count() {
         let mut template = PodTemplateSpec::default();
-        let before = template_hash(&template);
-        assert_eq!(before, template_hash(&template));
+        let before = template_hash(&normalized(&template), None);
+        assert_eq!(before, template_hash(&normalized(&template), None));
+        assert_ne!(before, template_hash(&normalized(&template), Some(1)));
         template.metadata = Some(ObjectMeta {
             labels: Some([("a".to_owned(), "b".to_owned())].into()),
             ..ObjectMeta::default()
         });
-        assert_ne!(before, template_hash(&template));
+        assert_ne!(before, template_hash(&normalized(&template), None));
+    }
+
+    #[test]
+    fn templates_compare_without_the_hash_label_and_empty_fields() {
+        let ours: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "echo"}]},
+        }))
+        .unwrap();
+        // What kubectl rollout undo writes back: Go's zero values, and the hash label removed
+        // (or, from a ReplicaSet, still there).
+        let from_go: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"creationTimestamp": null, "labels": {"app": "web", POD_TEMPLATE_HASH_LABEL: "x"}},
+            "spec": {"containers": [{"name": "app", "image": "echo", "resources": {}}]},
+        }))
+        .unwrap();
+        assert_eq!(normalized(&ours), normalized(&from_go));
+        let other: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "echo:2"}]},
+        }))
+        .unwrap();
+        assert_ne!(normalized(&ours), normalized(&other));
     }
 
     #[test]
@@ -566,6 +712,7 @@ mod tests {
             replicas: 3,
             updated: 3,
             ready: 2,
+            available: 2,
         };
         let status = desired_status(&deploy, &counts);
         assert_eq!(status.ready_replicas, Some(2));
@@ -588,6 +735,7 @@ mod tests {
                 replicas: 4,
                 updated: 4,
                 ready: 3,
+                available: 3,
             },
         );
         assert_eq!(available(&four), "True");

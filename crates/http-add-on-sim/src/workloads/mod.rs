@@ -3,9 +3,13 @@
 //!
 //! Everything here talks to the API server only through a [`kube::Client`], with watches (no
 //! polling), exactly as real controllers do:
-//! - **Deployment controller**: keeps `spec.replicas` Pods per `apps/v1` Deployment (named
-//!   `<deploy>-<pod-template-hash>-<rand5>`, owned by the Deployment, no ReplicaSet layer) and
-//!   keeps the Deployment's status true.
+//! - **Deployment controller**: one ReplicaSet per pod-template revision of each `apps/v1`
+//!   Deployment (`<deploy>-<pod-template-hash>`, owned by the Deployment, numbered by
+//!   `deployment.kubernetes.io/revision`); the current one gets `spec.replicas`, the old ones
+//!   are scaled to 0 once it is ready and kept up to `revisionHistoryLimit` (so `kubectl rollout
+//!   history/undo` work); the Deployment's status sums theirs.
+//! - **ReplicaSet controller**: keeps `spec.replicas` Pods per ReplicaSet (named
+//!   `<replicaset>-<rand5>`, owned by the ReplicaSet) and keeps its status true.
 //! - **Kubelet**: runs every Pod as the built-in echo app on a random loopback IP in
 //!   127.64.0.0/10, on the container ports of the pod spec (8080 when none). The app echoes a JSON
 //!   description of the request (`pod`, `namespace`, `podIp`, `method`, `protocol`, `host`,
@@ -36,16 +40,18 @@ mod kubelet;
 mod podutil;
 mod proxy;
 mod random;
+mod replicaset;
 mod resolve;
 
 use std::future::Future;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use tokio::task::JoinSet;
 
+pub use deployment::REVISION_ANNOTATION;
 pub use resolve::{ResolveError, resolve_service};
 
 use informer::Informer;
@@ -83,11 +89,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let deployments = Informer::<Deployment>::spawn(Api::all(client.clone()), &mut tasks);
+    let replica_sets = Informer::<ReplicaSet>::spawn(Api::all(client.clone()), &mut tasks);
     let pods = Informer::<Pod>::spawn(Api::all(client.clone()), &mut tasks);
     let services = Informer::<Service>::spawn(Api::all(client.clone()), &mut tasks);
     let slices = Informer::<EndpointSlice>::spawn(Api::all(client.clone()), &mut tasks);
 
-    tasks.spawn(deployment::run(client.clone(), deployments, pods.clone()));
+    tasks.spawn(deployment::run(
+        client.clone(),
+        deployments,
+        replica_sets.clone(),
+    ));
+    tasks.spawn(replicaset::run(client.clone(), replica_sets, pods.clone()));
     tasks.spawn(kubelet::run(client.clone(), pods.clone(), slices.clone()));
     tasks.spawn(endpointslice::run(
         client.clone(),

@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 
 /// Whether the pod's `Ready` condition is `True`.
 pub(crate) fn is_ready(pod: &Pod) -> bool {
@@ -31,8 +32,8 @@ pub(crate) fn is_terminating(pod: &Pod) -> bool {
 }
 
 /// The owner reference marked `controller: true`, if any.
-pub(crate) fn controller_of(pod: &Pod) -> Option<&OwnerReference> {
-    pod.metadata
+pub(crate) fn controller_of<K: Resource>(obj: &K) -> Option<&OwnerReference> {
+    obj.meta()
         .owner_references
         .as_ref()?
         .iter()
