@@ -2,6 +2,7 @@
 //! them) through [`Env`], so tests can build it from a map.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
@@ -24,6 +25,14 @@ pub const ENV_WATCH_NAMESPACE: &str = "KEDA_HTTP_OPERATOR_WATCH_NAMESPACE";
 pub const ENV_HEALTH_ADDRESS: &str = "KEDA_HTTP_OPERATOR_HEALTH_ADDRESS";
 /// Address of the Prometheus `/metrics` server (default `0.0.0.0:8080`).
 pub const ENV_METRICS_ADDRESS: &str = "KEDA_HTTP_OPERATOR_METRICS_ADDRESS";
+/// Whether the metrics server serves HTTPS (default `true`, upstream's `operator.metrics.secure`).
+pub const ENV_METRICS_SECURE: &str = "KEDA_HTTP_OPERATOR_METRICS_SECURE";
+/// Whether every scrape needs a bearer token allowed to `get` `/metrics` (default `true`,
+/// upstream's `operator.metrics.auth`).
+pub const ENV_METRICS_AUTH: &str = "KEDA_HTTP_OPERATOR_METRICS_AUTH";
+/// Directory holding `tls.crt` and `tls.key` for the metrics server; unset or empty generates a
+/// self-signed certificate at start (upstream's `operator.metrics.certDir`).
+pub const ENV_METRICS_CERT_DIR: &str = "KEDA_HTTP_OPERATOR_METRICS_CERT_DIR";
 /// Whether to elect a leader before reconciling (default `true`).
 pub const ENV_LEADER_ELECTION: &str = "KEDA_HTTP_OPERATOR_LEADER_ELECTION";
 /// How long a lease is valid without renewal (unset = `15s`, controller-runtime's default).
@@ -43,6 +52,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     ENV_WATCH_NAMESPACE,
     ENV_HEALTH_ADDRESS,
     ENV_METRICS_ADDRESS,
+    ENV_METRICS_SECURE,
+    ENV_METRICS_AUTH,
+    ENV_METRICS_CERT_DIR,
     ENV_LEADER_ELECTION,
     ENV_LEASE_DURATION,
     ENV_LEASE_RENEW_DEADLINE,
@@ -72,8 +84,43 @@ pub struct Config {
     pub health_address: SocketAddr,
     /// Address of the metrics server (`/metrics`).
     pub metrics_address: SocketAddr,
+    /// How the metrics server serves: HTTPS, token checks.
+    pub metrics_serving: MetricsServing,
     /// Leader election; `None` reconciles right away (a single replica).
     pub leader_election: Option<LeaderElectionConfig>,
+}
+
+/// How the metrics server serves, as controller-runtime's metrics server options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsServing {
+    /// Serve HTTPS instead of plain HTTP.
+    pub secure: bool,
+    /// Require a bearer token that a TokenReview authenticates and a SubjectAccessReview allows
+    /// to `get` `/metrics`; 401 without a valid token, 403 when not allowed.
+    pub auth: bool,
+    /// Directory of `tls.crt`/`tls.key` (reloaded when they change); `None` generates a
+    /// self-signed certificate at start.
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl MetricsServing {
+    /// Plain HTTP, no token checks.
+    pub fn plain() -> Self {
+        Self {
+            secure: false,
+            auth: false,
+            cert_dir: None,
+        }
+    }
+
+    /// Upstream's defaults: HTTPS with a self-signed certificate and token checks.
+    pub fn secure() -> Self {
+        Self {
+            secure: true,
+            auth: true,
+            cert_dir: None,
+        }
+    }
 }
 
 /// Lease-based leader election settings.
@@ -106,7 +153,9 @@ impl LeaderElectionConfig {
 
 impl Config {
     /// A configuration with defaults for everything but the scaler's Service name; servers bind
-    /// to the default addresses and leader election is off.
+    /// to the default addresses, metrics are plain HTTP without token checks and leader
+    /// election is off (an in-process operator, as in tests; [`Config::from_env`] has
+    /// upstream's defaults: leader election, HTTPS metrics with token checks).
     pub fn new(external_scaler_service: impl Into<String>) -> Self {
         Self {
             external_scaler_service: external_scaler_service.into(),
@@ -115,6 +164,7 @@ impl Config {
             watch_namespace: None,
             health_address: SocketAddr::from(([0, 0, 0, 0], 8081)),
             metrics_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_serving: MetricsServing::plain(),
             leader_election: None,
         }
     }
@@ -186,6 +236,11 @@ impl Config {
             watch_namespace: env.string(ENV_WATCH_NAMESPACE),
             health_address: env.parse(ENV_HEALTH_ADDRESS, defaults.health_address)?,
             metrics_address: env.parse(ENV_METRICS_ADDRESS, defaults.metrics_address)?,
+            metrics_serving: MetricsServing {
+                secure: env.bool(ENV_METRICS_SECURE, true)?,
+                auth: env.bool(ENV_METRICS_AUTH, true)?,
+                cert_dir: env.string(ENV_METRICS_CERT_DIR).map(PathBuf::from),
+            },
             leader_election,
             ..defaults
         })
@@ -259,6 +314,7 @@ mod tests {
         assert_eq!(c.watch_namespace, None);
         assert_eq!(c.health_address, "0.0.0.0:8081".parse().unwrap());
         assert_eq!(c.metrics_address, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.metrics_serving, MetricsServing::secure());
         let le = c.leader_election.unwrap();
         assert_eq!(le.lease_name, "http-add-on.keda.sh");
         assert!(le.identity.starts_with("op-0_"), "{}", le.identity);
@@ -277,9 +333,20 @@ mod tests {
             (ENV_WATCH_NAMESPACE, "apps"),
             (ENV_HEALTH_ADDRESS, "127.0.0.1:1"),
             (ENV_METRICS_ADDRESS, "127.0.0.1:2"),
+            (ENV_METRICS_SECURE, "false"),
+            (ENV_METRICS_AUTH, "0"),
+            (ENV_METRICS_CERT_DIR, "/certs"),
             (ENV_LEADER_ELECTION, "false"),
         ]))
         .unwrap();
+        assert_eq!(
+            c.metrics_serving,
+            MetricsServing {
+                secure: false,
+                auth: false,
+                cert_dir: Some("/certs".into()),
+            }
+        );
         assert_eq!(c.scaler_address(), "scaler.ops:9091");
         assert_eq!(c.watch_namespace.as_deref(), Some("apps"));
         assert_eq!(c.health_address.port(), 1);
@@ -318,6 +385,8 @@ mod tests {
             (ENV_EXTERNAL_SCALER_PORT, "http"),
             (ENV_HEALTH_ADDRESS, "8081"),
             (ENV_METRICS_ADDRESS, "x"),
+            (ENV_METRICS_SECURE, "yes"),
+            (ENV_METRICS_AUTH, "on"),
             (ENV_LEADER_ELECTION, "maybe"),
             (ENV_LEASE_DURATION, "15"),
             (ENV_LEASE_RENEW_DEADLINE, "20s"),

@@ -30,9 +30,17 @@
 //! | `KEDA_HTTP_OPERATOR_WATCH_NAMESPACE` | all | one namespace to watch |
 //! | `KEDA_HTTP_OPERATOR_HEALTH_ADDRESS` | `0.0.0.0:8081` | upstream flag `--health-probe-bind-address` |
 //! | `KEDA_HTTP_OPERATOR_METRICS_ADDRESS` | `0.0.0.0:8080` | upstream flag `--metrics-bind-address` |
+//! | `KEDA_HTTP_OPERATOR_METRICS_SECURE` | `true` | HTTPS metrics; upstream flag `--metrics-secure` |
+//! | `KEDA_HTTP_OPERATOR_METRICS_AUTH` | `true` | bearer token checks (TokenReview + SubjectAccessReview); `--metrics-auth` |
+//! | `KEDA_HTTP_OPERATOR_METRICS_CERT_DIR` | self-signed | `tls.crt`/`tls.key` of the metrics server; `--metrics-cert-dir` |
 //! | `KEDA_HTTP_OPERATOR_LEADER_ELECTION` | `true` | |
 //! | `KEDA_HTTP_OPERATOR_LEASE_DURATION` / `_RENEW_DEADLINE` / `_RETRY_PERIOD` | `15s` / `10s` / `5s` | |
 //! | `POD_NAME` (else `HOSTNAME`) | | identity prefix; a random suffix is appended |
+//!
+//! Upstream's controller-runtime flags (`--metrics-bind-address`, `--health-probe-bind-address`,
+//! `--leader-elect`, `--metrics-secure`, `--metrics-auth`, `--metrics-cert-dir`) are accepted
+//! too and win over the variables; zap's `--zap-*` flags are accepted and ignored (see
+//! [`flags`]).
 //!
 //! # Decisions
 //!
@@ -49,14 +57,17 @@
 //!   `controller_runtime_reconcile_errors_total`, `controller_runtime_reconcile_time_seconds`,
 //!   `leader_election_master_status`).
 
+pub mod auth;
 pub mod config;
 pub mod controller;
+pub mod flags;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod routes;
 pub mod scaled_object;
 pub mod status;
+pub mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -68,7 +79,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use config::{Config, LeaderElectionConfig};
+pub use config::{Config, LeaderElectionConfig, MetricsServing};
 use leader::{Attempt, LeaderElector};
 pub use metrics::Metrics;
 
@@ -105,6 +116,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The metrics server's certificate could not be loaded or made.
+    #[error("metrics server TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The operator task panicked or was aborted.
     #[error("operator task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -155,9 +169,22 @@ impl Operator {
                 address: config.metrics_address,
                 source,
             })?;
+        let serving = config.metrics_serving.clone();
+        let tls = if serving.secure {
+            Some(tls::server_config(serving.cert_dir.as_deref())?)
+        } else {
+            None
+        };
+        let authorizer = serving
+            .auth
+            .then(|| Arc::new(auth::Authorizer::new(client.clone())));
         let servers = vec![
-            http::serve(health, http::Endpoints::Health),
-            http::serve(metrics_listener, http::Endpoints::Metrics(metrics.clone())),
+            http::serve(health, http::Endpoints::Health, None),
+            http::serve(
+                metrics_listener,
+                http::Endpoints::Metrics(metrics.clone(), authorizer),
+                tls,
+            ),
         ];
         let identity = config.leader_election.as_ref().map_or_else(
             || "http-add-on-operator".to_owned(),
@@ -172,7 +199,14 @@ impl Operator {
             leading_tx,
             stop_rx,
         ));
-        tracing::info!(%identity, %health_addr, %metrics_addr, "operator started");
+        tracing::info!(
+            %identity,
+            %health_addr,
+            %metrics_addr,
+            metrics_secure = serving.secure,
+            metrics_auth = serving.auth,
+            "operator started"
+        );
         Ok(Self {
             identity,
             health_addr,

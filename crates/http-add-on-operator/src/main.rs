@@ -20,7 +20,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let env = Env::process();
+    let flags = http_add_on_operator::flags::parse(std::env::args().skip(1))?;
+    let env = Env::new(http_add_on_operator::flags::WithFlags::new(
+        flags,
+        http_add_on_types::config::ProcessEnv,
+    ));
     let config = Config::from_env(&env).context("invalid operator configuration")?;
     env.warn_unknown(http_add_on_operator::config::KNOWN_VARIABLES);
     let client = kube::Client::try_default()
