@@ -161,5 +161,17 @@ spec:
     - port: metrics
       path: /metrics
       interval: {{ .root.Values.serviceMonitor.interval }}
+      {{- if eq .component "operator" }}
+      {{- if .root.Values.operator.metrics.secure }}
+      # The operator's certificate is self-signed unless `operator.metrics.certDir` holds one.
+      scheme: https
+      tlsConfig:
+        insecureSkipVerify: true
+      {{- end }}
+      {{- if .root.Values.operator.metrics.auth }}
+      # Prometheus' own service account token; bind it to the `<release>-metrics-reader` ClusterRole.
+      bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+      {{- end }}
+      {{- end }}
 {{- end }}
 {{- end }}

@@ -127,9 +127,10 @@ metadata:
     {{- include "keda-http-add-on.labels" $ctx | nindent 4 }}
 rules:
   {{- include "operator.metricsReaderRules" . | nindent 2 }}
+{{- if .Values.operator.metrics.auth }}
 ---
-# Upstream's binding of the operator to `system:auth-delegator` (TokenReview and
-# SubjectAccessReview for `operator.metrics.auth`); kept so an upgrade keeps the same objects.
+# Upstream's binding of the operator to `system:auth-delegator`: with `operator.metrics.auth`
+# the operator checks every scrape's bearer token with a TokenReview and a SubjectAccessReview.
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
@@ -144,6 +145,7 @@ subjects:
   - kind: ServiceAccount
     name: {{ $account }}
     namespace: {{ .Release.Namespace }}
+{{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -210,6 +212,14 @@ spec:
               value: {{ printf "0.0.0.0:%v" .Values.operator.healthPort | quote }}
             - name: KEDA_HTTP_OPERATOR_METRICS_ADDRESS
               value: {{ printf "0.0.0.0:%v" $metricsPort | quote }}
+            - name: KEDA_HTTP_OPERATOR_METRICS_SECURE
+              value: {{ .Values.operator.metrics.secure | quote }}
+            - name: KEDA_HTTP_OPERATOR_METRICS_AUTH
+              value: {{ .Values.operator.metrics.auth | quote }}
+            {{- with .Values.operator.metrics.certDir }}
+            - name: KEDA_HTTP_OPERATOR_METRICS_CERT_DIR
+              value: {{ . | quote }}
+            {{- end }}
             - name: KEDA_HTTP_OPERATOR_LEADER_ELECTION
               value: {{ .Values.operator.leaderElection | quote }}
             {{- include "keda-http-add-on.commonEnv" $ctx | nindent 12 }}
