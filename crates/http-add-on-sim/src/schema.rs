@@ -76,6 +76,9 @@ pub enum FieldErrorKind {
     },
     /// The value is not allowed (`Forbidden`).
     Forbidden,
+    /// A field the schema does not declare, reported instead of pruned by
+    /// [`validate_strict`] (`field not declared in schema`, server-side apply's words).
+    NotDeclared,
 }
 
 impl fmt::Display for FieldError {
@@ -100,6 +103,7 @@ impl fmt::Display for FieldError {
                 write!(f, "Duplicate value: {}", render_value(value))?
             }
             FieldErrorKind::Forbidden => f.write_str("Forbidden")?,
+            FieldErrorKind::NotDeclared => f.write_str("field not declared in schema")?,
         }
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
@@ -164,6 +168,75 @@ pub fn validate(
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// [`validate`], but fields the schema does not declare are errors naming each field instead
+/// of being pruned: what a cluster answers to a server-side apply (the operator's write) or a
+/// `kubectl` write (strict field validation) with an unknown field.
+pub fn validate_strict(
+    schema: &Value,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = unknown_fields(schema, obj)
+        .into_iter()
+        .map(|path| FieldError::new(&path, FieldErrorKind::NotDeclared, ""))
+        .collect();
+    if let Err(more) = validate(schema, obj, old) {
+        errors.extend(more);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Paths of the fields [`validate`] would prune from `value`, in document order.
+pub fn unknown_fields(schema: &Value, value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_unknown(schema, value, "", true, &mut out);
+    out
+}
+
+fn collect_unknown(
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    keep_meta: bool,
+    out: &mut Vec<String>,
+) {
+    match value {
+        Value::Object(map) => {
+            let preserve = flag(schema, PRESERVE_UNKNOWN)
+                || schema.get("additionalProperties") == Some(&Value::Bool(true));
+            let props = properties(schema);
+            let additional = additional_properties(schema);
+            for (name, value) in map {
+                if keep_meta && is_object_meta_field(name) {
+                    continue;
+                }
+                if let Some(prop) = props.and_then(|p| p.get(name)) {
+                    let at = child_path(path, name);
+                    collect_unknown(prop, value, &at, flag(prop, EMBEDDED_RESOURCE), out);
+                } else if let Some(item) = additional {
+                    let at = index_path(path, name);
+                    collect_unknown(item, value, &at, flag(item, EMBEDDED_RESOURCE), out);
+                } else if !preserve {
+                    out.push(child_path(path, name));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                let keep_meta = flag(item, EMBEDDED_RESOURCE);
+                for (i, value) in items.iter().enumerate() {
+                    collect_unknown(item, value, &index_path(path, i), keep_meta, out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

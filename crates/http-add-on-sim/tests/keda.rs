@@ -946,3 +946,115 @@ async fn keeps_watching_across_an_apiserver_restart() {
     cluster.wait_replicas("other", |r| r == 1).await;
     cluster.shutdown().await;
 }
+
+/// The API server checks ScaledObjects against KEDA's own CRD schema (KEDA 2.16.1), as a
+/// cluster with KEDA installed does: an undeclared field (by create and by server-side apply,
+/// the operator's write), a wrong type or a missing required field is a 422 naming the field;
+/// a ScaledObject shaped like the operator's is accepted unchanged.
+#[tokio::test]
+async fn scaled_objects_are_checked_against_kedas_schema() {
+    let sim = Sim::start(SimConfig::apiserver_only()).await.unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(sim.client(), "default", &keda::scaled_object_resource());
+    let object = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    let refused = |result: kube::Result<DynamicObject>| -> (u16, Vec<(String, String)>) {
+        match result {
+            Err(kube::Error::Api(status)) => (
+                status.code,
+                status
+                    .details
+                    .map(|d| d.causes.into_iter().map(|c| (c.field, c.message)).collect())
+                    .unwrap_or_default(),
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let operators = json!({
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+        "pollingInterval": 15, "minReplicaCount": 0, "maxReplicaCount": 10,
+        "cooldownPeriod": 300, "initialCooldownPeriod": 0,
+        "advanced": {"restoreToOriginalReplicaCount": true},
+        "triggers": [{"type": "external-push", "metadata": {
+            "scalerAddress": "keda-add-ons-http-external-scaler.keda:9090",
+            "httpScaledObject": "app"}}],
+    });
+    let created = api
+        .create(&PostParams::default(), &object("app", operators.clone()))
+        .await
+        .expect("the operator's shape is valid");
+    assert_eq!(created.data["spec"], operators);
+
+    let mut unknown = operators.clone();
+    unknown["triggers"][0]["metadata2"] = json!({});
+    unknown["pollingIntervall"] = json!(15);
+    let (code, causes) = refused(
+        api.create(&PostParams::default(), &object("unknown", unknown.clone()))
+            .await,
+    );
+    assert_eq!(code, 422);
+    let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["spec.pollingIntervall", "spec.triggers[0].metadata2"],
+        "{causes:?}"
+    );
+    assert!(
+        causes
+            .iter()
+            .all(|(_, m)| m == "field not declared in schema"),
+        "{causes:?}"
+    );
+    let mut applied = object("app", unknown);
+    applied.metadata.managed_fields = None;
+    let (code, causes) = refused(
+        api.patch(
+            "app",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&applied),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    assert_eq!(causes[0].0, "spec.pollingIntervall", "{causes:?}");
+
+    let mut wrong_type = operators.clone();
+    wrong_type["minReplicaCount"] = json!("one");
+    wrong_type["triggers"][0]["metadata"]["httpScaledObject"] = json!(1);
+    let (code, causes) = refused(
+        api.create(&PostParams::default(), &object("typed", wrong_type))
+            .await,
+    );
+    assert_eq!(code, 422);
+    let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+    assert!(
+        fields.contains(&"spec.minReplicaCount")
+            && fields.contains(&"spec.triggers[0].metadata[httpScaledObject]"),
+        "{causes:?}"
+    );
+
+    let (code, causes) = refused(
+        api.create(
+            &PostParams::default(),
+            &object("bare", json!({"scaleTargetRef": {"kind": "Deployment"}})),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    let mut fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["spec.scaleTargetRef.name", "spec.triggers"],
+        "{causes:?}"
+    );
+    // The stored object is untouched by the refused apply.
+    let stored = api.get("app").await.unwrap();
+    assert_eq!(stored.data["spec"], operators);
+    sim.shutdown().await;
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Where the scale subresource reads and writes replicas (JSON paths like `.spec.replicas`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,39 +419,7 @@ impl Registry {
     }
 }
 
-/// The KEDA ScaledObject CRD installed at start (schema-less: preserves unknown fields).
+/// The KEDA ScaledObject CRD installed at start: KEDA's own ([`crate::keda::crd`]).
 pub fn scaled_object_crd() -> Value {
-    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "scaledobjects.keda.sh"},
-        "spec": {
-            "group": "keda.sh",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "ScaledObject",
-                "listKind": "ScaledObjectList",
-                "plural": "scaledobjects",
-                "singular": "scaledobject",
-                "shortNames": ["so"]
-            },
-            "versions": [{
-                "name": "v1alpha1",
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": open,
-                        "status": open
-                    }
-                }}
-            }]
-        }
-    })
+    crate::keda::crd::scaled_object_crd()
 }

@@ -16,6 +16,7 @@
 //! observed).
 
 pub mod autoscaler;
+pub mod crd;
 mod scaled_object;
 mod scaler_client;
 pub mod spec;

@@ -55,7 +55,12 @@ impl Cluster {
                 .get(version)
                 .or_else(|| rt.schemas.get(&rt.versions[0]));
             if let Some(schema) = schema {
-                crate::schema::validate(schema, obj, old).map_err(|errs| {
+                let validate = if crate::keda::crd::validates_strictly(&rt.group, &rt.plural) {
+                    crate::schema::validate_strict
+                } else {
+                    crate::schema::validate
+                };
+                validate(schema, obj, old).map_err(|errs| {
                     invalid(
                         errs.iter()
                             .map(|e| {
