@@ -41,10 +41,15 @@ pub fn echo_image() -> String {
         .unwrap_or_else(|| ECHO_IMAGE.to_owned())
 }
 
+/// The manifest of namespace `name`.
+pub fn namespace(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
 /// Creates namespace `name` (fails if it exists, so scenarios never share one).
 pub async fn create_namespace(tb: &Testbed, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(tb.client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    let ns: Namespace = serde_json::from_value(namespace(name))?;
     api.create(&PostParams::default(), &ns)
         .await
         .with_context(|| format!("creating namespace {name}"))?;

@@ -212,6 +212,24 @@ async fn port_forward(ns: &str, target: &str, port: u16) -> anyhow::Result<(Chil
     Ok((child, local))
 }
 
+/// The NodePort Service over the pods of `selector`, to their `target_port`, on `port`.
+pub fn node_port_service(
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    port: i32,
+    target_port: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": NODE_PORT_SERVICE, "namespace": ns},
+        "spec": {
+            "type": "NodePort",
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": target_port, "protocol": "TCP"}]
+        }
+    })
+}
+
 /// Creates a NodePort Service over the interceptor pods' proxy port and returns
 /// `<node InternalIP>:<nodePort>`.
 async fn node_port_proxy(client: &kube::Client, ns: &str) -> anyhow::Result<SocketAddr> {
@@ -226,15 +244,9 @@ async fn node_port_proxy(client: &kube::Client, ns: &str) -> anyhow::Result<Sock
         .ports
         .and_then(|p| p.into_iter().next())
         .context("the proxy Service has no port")?;
-    let node_port: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": NODE_PORT_SERVICE, "namespace": ns},
-        "spec": {
-            "type": "NodePort",
-            "selector": selector,
-            "ports": [{"name": "http", "port": port.port, "targetPort": port.target_port, "protocol": "TCP"}]
-        }
-    }))?;
+    let target_port = serde_json::to_value(&port.target_port)?;
+    let node_port: Service =
+        serde_json::from_value(node_port_service(ns, &selector, port.port, target_port))?;
     let applied = services
         .patch(
             NODE_PORT_SERVICE,

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod http;
 pub mod kind;
 pub mod load;
+pub mod manifests;
 pub mod runner;
 pub mod scenarios;
 pub mod sim;

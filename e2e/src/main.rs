@@ -54,6 +54,9 @@ enum Cmd {
     },
     /// List the scenarios.
     List,
+    /// Print every kind of manifest the suite applies on a cluster, as a JSON array of
+    /// `{"what": ..., "object": ...}` (for `cargo xtask chart check`).
+    Manifests,
     /// Run the demo: the system on the simulated cluster and a sample app scaling 0 → N → 0.
     Demo {
         #[command(flatten)]
@@ -121,6 +124,14 @@ async fn main() -> anyhow::Result<()> {
             for s in scenarios::all() {
                 println!("{}", s.name);
             }
+            Ok(())
+        }
+        Cmd::Manifests => {
+            let all: Vec<serde_json::Value> = http_add_on_e2e::manifests::kind_manifests()
+                .into_iter()
+                .map(|(what, object)| serde_json::json!({"what": what, "object": object}))
+                .collect();
+            println!("{}", serde_json::Value::Array(all));
             Ok(())
         }
         Cmd::Demo { common, keep } => {

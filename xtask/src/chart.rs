@@ -63,6 +63,9 @@ pub(crate) fn check() -> anyhow::Result<()> {
     let mut rendered = Vec::new();
     problems.extend(helm_problems(&helm, &dir, &mut rendered)?);
     problems.extend(compat::problems(&helm, &dir, &readme, &mut rendered)?);
+    // Every manifest `cargo xtask e2e --cluster kind` applies besides the chart, with the
+    // chart's CRDs (already in `rendered`) for our custom resources.
+    rendered.extend(e2e_manifests()?);
     problems.extend(validate::problems(&dir, &rendered)?);
     if !problems.is_empty() {
         bail!(
@@ -76,6 +79,39 @@ pub(crate) fn check() -> anyhow::Result<()> {
         templates.len()
     );
     Ok(())
+}
+
+/// The manifests the e2e suite applies on a kind cluster (`http-add-on-e2e manifests`, built
+/// from the same code as the suite), labelled.
+fn e2e_manifests() -> anyhow::Result<Vec<(String, Value)>> {
+    crate::cargo(&[
+        "build",
+        "-q",
+        "-p",
+        "http-add-on-e2e",
+        "--bin",
+        "http-add-on-e2e",
+    ])?;
+    let out = std::process::Command::new(workspace_root().join("target/debug/http-add-on-e2e"))
+        .arg("manifests")
+        .output()
+        .context("running http-add-on-e2e manifests")?;
+    if !out.status.success() {
+        bail!(
+            "`http-add-on-e2e manifests` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let all: Vec<Value> =
+        serde_json::from_slice(&out.stdout).context("parsing `http-add-on-e2e manifests`")?;
+    Ok(all
+        .into_iter()
+        .map(|m| {
+            let what = m["what"].as_str().unwrap_or("?").to_owned();
+            (format!("the kind e2e suite's {what}"), m["object"].clone())
+        })
+        .collect())
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

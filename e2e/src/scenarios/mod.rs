@@ -4,7 +4,7 @@ mod basics;
 mod ingress_check;
 mod resilience;
 mod routing;
-mod scaling;
+pub(crate) mod scaling;
 mod validation;
 
 use std::time::Duration;

@@ -130,34 +130,62 @@ async fn rate_scaling(tb: Testbed, ns: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An InterceptorRoute with both metrics and a ScaledObject written by the user: a cold request
-/// is served and the app scales.
-async fn interceptor_route(tb: Testbed, ns: String) -> anyhow::Result<()> {
-    let app = App::new(&ns, "app").startup_delay("300ms");
-    app.deploy(&tb).await?;
-    let host = format!("{ns}.test");
+/// The scaling metrics of [`interceptor_route`]'s route.
+pub(crate) fn route_metrics() -> serde_json::Value {
+    json!({"concurrency": {"targetValue": 5}, "requestRate": {"targetValue": 20, "window": "10s"}})
+}
+
+/// The scaling metrics of [`both_metrics_scaling`]'s route, by `concurrency` and a rate target
+/// well above its load.
+pub(crate) fn both_metrics(concurrency: usize) -> serde_json::Value {
+    json!({
+        "concurrency": {"targetValue": concurrency},
+        "requestRate": {"targetValue": 50, "window": "10s", "granularity": "1s"}
+    })
+}
+
+/// An InterceptorRoute `app` for `host` with `metrics` and the ScaledObject a user writes for
+/// it (up to `max` replicas, polled every `polling` seconds, streamed by the scaler).
+pub(crate) fn user_route(
+    ns: &str,
+    host: &str,
+    metrics: serde_json::Value,
+    max: i32,
+    polling: i32,
+) -> [serde_json::Value; 2] {
     let route = json!({
         "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
         "metadata": {"name": "app", "namespace": ns},
         "spec": {
             "target": {"service": "app", "portName": "http"},
             "rules": [{"hosts": [host]}],
-            "scalingMetric": {"concurrency": {"targetValue": 5}, "requestRate": {"targetValue": 20, "window": "10s"}}
+            "scalingMetric": metrics
         }
     });
-    app::apply::<InterceptorRoute>(&tb, &ns, "app", route).await?;
     let scaled_object = json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": "app", "namespace": ns},
         "spec": {
             "scaleTargetRef": {"name": "app"},
-            "minReplicaCount": 0, "maxReplicaCount": 3, "cooldownPeriod": 3, "pollingInterval": 2,
+            "minReplicaCount": 0, "maxReplicaCount": max, "cooldownPeriod": 3,
+            "pollingInterval": polling,
             "triggers": [{"type": "external-push", "metadata": {
                 "scalerAddress": format!("{SCALER_SERVICE}.{ADDON_NAMESPACE}:9090"),
                 "interceptorRoute": "app"
             }}]
         }
     });
+    [route, scaled_object]
+}
+
+/// An InterceptorRoute with both metrics and a ScaledObject written by the user: a cold request
+/// is served and the app scales.
+async fn interceptor_route(tb: Testbed, ns: String) -> anyhow::Result<()> {
+    let app = App::new(&ns, "app").startup_delay("300ms");
+    app.deploy(&tb).await?;
+    let host = format!("{ns}.test");
+    let [route, scaled_object] = user_route(&ns, &host, route_metrics(), 3, 2);
+    app::apply::<InterceptorRoute>(&tb, &ns, "app", route).await?;
     app::apply::<ScaledObject>(&tb, &ns, "app", scaled_object).await?;
     wait_route_known(&tb, &format!("{ns}/app")).await?;
     let reply = HttpClient::default().get(tb.proxy, &host, "/", &[]).await?;
@@ -207,31 +235,8 @@ async fn both_metrics_scaling(tb: Testbed, ns: String) -> anyhow::Result<()> {
     let app = App::new(&ns, "app").response_delay("500ms");
     app.deploy(&tb).await?;
     let host = format!("{ns}.test");
-    let route = json!({
-        "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
-        "metadata": {"name": "app", "namespace": ns},
-        "spec": {
-            "target": {"service": "app", "portName": "http"},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": {
-                "concurrency": {"targetValue": CONCURRENCY_TARGET},
-                "requestRate": {"targetValue": 50, "window": "10s", "granularity": "1s"}
-            }
-        }
-    });
+    let [route, scaled_object] = user_route(&ns, &host, both_metrics(CONCURRENCY_TARGET), MAX, 1);
     app::apply::<InterceptorRoute>(&tb, &ns, "app", route).await?;
-    let scaled_object = json!({
-        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {"name": "app", "namespace": ns},
-        "spec": {
-            "scaleTargetRef": {"name": "app"},
-            "minReplicaCount": 0, "maxReplicaCount": MAX, "cooldownPeriod": 3, "pollingInterval": 1,
-            "triggers": [{"type": "external-push", "metadata": {
-                "scalerAddress": format!("{SCALER_SERVICE}.{ADDON_NAMESPACE}:9090"),
-                "interceptorRoute": "app"
-            }}]
-        }
-    });
     app::apply::<ScaledObject>(&tb, &ns, "app", scaled_object).await?;
     wait_route_known(&tb, &format!("{ns}/app")).await?;
     let target = Target {

@@ -2,7 +2,9 @@
 //! against the official Kubernetes schemas of the oldest Kubernetes the chart supports
 //! (`kubeVersion` in Chart.yaml) and the newest one PyPI's `kubernetes-validate` knows; KEDA
 //! ScaledObjects validate against KEDA's own schema (npm's `@kubernetes-models/keda`,
-//! generated from KEDA's CRDs). Both packages are installed into `target/tools/` on first use.
+//! generated from KEDA's CRDs); our custom resources (HTTPScaledObjects, InterceptorRoutes)
+//! validate strictly against the rendered CRDs' schemas. Both packages are installed into
+//! `target/tools/` on first use.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -120,6 +122,15 @@ fn strictness_probe() -> Value {
                 "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
 }
 
+/// An HTTPScaledObject with a field its CRD does not declare, to prove custom resources are
+/// validated strictly against the rendered CRDs.
+fn custom_resource_probe() -> Value {
+    json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+        "metadata": {"name": "probe"},
+        "spec": {"scaleTargetRef": {"name": "app", "kind": "Deployment", "apiVersion": "apps/v1",
+            "service": "app", "port": 8080}, "hostz": []}})
+}
+
 /// A ScaledObject without its required `scaleTargetRef`, to prove KEDA's schema is applied.
 fn keda_probe() -> Value {
     json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "probe"},
@@ -141,12 +152,19 @@ pub(crate) fn problems(dir: &Path, objects: &[(String, Value)]) -> anyhow::Resul
     let site = pip_install(KUBERNETES_VALIDATE)?;
     let mut kube_objects: Vec<Value> = unique.iter().map(|(_, o)| o.clone()).collect();
     kube_objects.push(strictness_probe());
+    kube_objects.push(custom_resource_probe());
+    // Custom resources validate against the rendered CRDs' schemas (ours).
+    let crds: Vec<Value> = unique
+        .iter()
+        .filter(|(_, o)| o["kind"] == "CustomResourceDefinition")
+        .map(|(_, o)| o.clone())
+        .collect();
     let script = workspace_root().join("xtask/validate.py");
     let answer = run_json(
         &python(),
         &[&script],
         ("PYTHONPATH", &site),
-        &json!({"versions": [oldest, "latest"], "objects": kube_objects}),
+        &json!({"versions": [oldest, "latest"], "objects": kube_objects, "crds": crds}),
     )?;
     let versions: Vec<String> = answer["versions"]
         .as_array()
@@ -164,6 +182,15 @@ pub(crate) fn problems(dir: &Path, objects: &[(String, Value)]) -> anyhow::Resul
             results.len(),
             kube_objects.len()
         );
+    }
+    let cr_probe = results.pop().unwrap_or_default();
+    if cr_probe.as_array().is_none_or(|r| {
+        r.iter()
+            .any(|r| !r.as_str().is_some_and(|e| e.contains("hostz")))
+    }) {
+        problems.push(format!(
+            "an HTTPScaledObject with an unknown field passed the CRD schema: custom resources are not validated strictly ({cr_probe})"
+        ));
     }
     let probe = results.pop().unwrap_or_default();
     if probe
