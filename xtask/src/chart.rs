@@ -58,6 +58,7 @@ pub(crate) fn check() -> anyhow::Result<()> {
     problems.extend(readme_problems(&readme, &schema, &values));
     problems.extend(grace_period_problems(&values));
     problems.extend(env_problems(&templates, &workspace_root())?);
+    problems.extend(auth_delegator_problems(&templates, &workspace_root())?);
     let helm = helm::Helm::install().context("installing Helm for the chart check")?;
     // Every rendered object, for the strict schema validation.
     let mut rendered = Vec::new();
@@ -252,6 +253,10 @@ const NON_RESOURCE: &str = "(non-resource URL)";
 /// - scaler (`crates/http-add-on-scaler`): reflectors on every HTTPScaledObject and
 ///   InterceptorRoute, cluster-wide (`scaler.rules`), and a watcher on the EndpointSlices of
 ///   the interceptors' admin Service in the add-on's namespace (`scaler.namespaceRules`).
+///
+/// The operator's TokenReviews and SubjectAccessReviews (checking metrics scrapers' tokens)
+/// are granted by binding the built-in `system:auth-delegator`, as upstream's
+/// `<release>-auth-delegator` does ([`auth_delegator_problems`] checks the binding is there).
 ///
 /// Granted to others, not to the components: upstream's `<release>-metrics-reader`
 /// (`operator.metricsReaderRules`: get on `/metrics`, for the scraper), and with
@@ -571,6 +576,26 @@ fn env_problems(templates: &[(String, String)], root: &Path) -> anyhow::Result<V
         }
     }
     Ok(problems)
+}
+
+/// The operator reviews scrapers' tokens (TokenReview, SubjectAccessReview): its template must
+/// bind it to `system:auth-delegator`.
+fn auth_delegator_problems(
+    templates: &[(String, String)],
+    root: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let code = rust_sources(&root.join("crates/http-add-on-operator/src"))?;
+    let template = "charts/operator/templates/_operator.tpl";
+    let binds = templates
+        .iter()
+        .any(|(file, text)| file == template && text.contains("name: system:auth-delegator"));
+    Ok(if code.contains("TokenReview") && !binds {
+        vec![format!(
+            "{template}: the operator makes TokenReviews and SubjectAccessReviews but is not bound to system:auth-delegator"
+        )]
+    } else {
+        Vec::new()
+    })
 }
 
 /// The text of every `.rs` file under `dir`.
