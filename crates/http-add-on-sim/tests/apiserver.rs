@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use http_add_on_sim::{Sim, SimConfig};
+use http_add_on_testkit::wait::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -16,7 +17,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+/// Hang guard for one watch event.
+const DEADLINE: Duration = http_add_on_testkit::wait::DEADLINE;
 
 async fn sim() -> Sim {
     Sim::start(SimConfig::apiserver_only())
@@ -39,25 +41,6 @@ fn api_status(err: kube::Error) -> kube::core::Status {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Creates a namespace: like Kubernetes, the sim creates nothing in one that does not exist.
 async fn create_namespace(sim: &Sim, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -68,18 +51,10 @@ async fn create_namespace(sim: &Sim, name: &str) {
 }
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "echo"}]}
-            }
-        }
-    }))
-    .expect("valid Deployment")
+    http_add_on_testkit::build::deployment(name)
+        .replicas(replicas)
+        .image("echo")
+        .build()
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview};
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
 use k8s_openapi::api::core::v1::{ComponentStatus, ConfigMap, Node, Pod, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::{Value, json};
@@ -737,12 +736,7 @@ async fn foreground_deletion_deletes_blocking_dependents_before_the_owner() {
 #[tokio::test]
 async fn openapi_documents_carry_the_crd_schemas() {
     let sim = sim().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-    for (_, crd) in http_add_on_types::crd::generated_crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD");
-    }
+    http_add_on_testkit::cluster::install_crds(&sim.client()).await;
     let name = "sh.keda.http.v1alpha1.HTTPScaledObject";
     let (_, _, root) = send(&sim, "GET", "/openapi/v3", &[], Value::Null).await;
     let url = root["paths"]["apis/http.keda.sh/v1alpha1"]["serverRelativeURL"]

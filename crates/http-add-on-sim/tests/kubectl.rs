@@ -5,9 +5,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use http_add_on_sim::{Sim, SimConfig};
+use http_add_on_testkit::Cluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -393,12 +393,8 @@ async fn kubectl_get_watch_streams_changes() {
 
 #[tokio::test]
 async fn kubectl_explain_reads_the_schemas_from_openapi_v3() {
-    let sim = Sim::start(SimConfig::apiserver_only()).await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-    for (_, crd) in http_add_on_types::crd::generated_crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let k = Kubectl::new(&sim);
+    let cluster = Cluster::apiserver_only().await;
+    let k = Kubectl::new(&cluster.sim);
 
     let explained = k
         .ok(&["explain", "httpscaledobject.spec.scaleTargetRef"])

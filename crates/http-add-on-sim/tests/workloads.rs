@@ -2,7 +2,6 @@
 //! kubelet, EndpointSlice controller, Service proxy), observed through the API server and the network like a user would.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,32 +24,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Upper bound for anything the controllers should do "immediately".
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// How often conditions are re-checked while waiting for them.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+use http_add_on_testkit::build;
+use http_add_on_testkit::wait::{self, eventually};
 
-/// Polls `check` until it returns `Some`, failing the test after [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
+/// Hang guard for one read or one wait of several things at once.
+const TIMEOUT: Duration = wait::DEADLINE;
 
 async fn start_sim() -> Sim {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    http_add_on_testkit::init_tracing();
     Sim::start(SimConfig::default())
         .await
         .expect("the simulated cluster starts")
@@ -64,43 +45,27 @@ fn deployment(
     ports: &[(&str, i32)],
     annotations: &[(&str, &str)],
 ) -> Deployment {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(port_name, number)| json!({ "name": port_name, "containerPort": number }))
-        .collect();
-    let annotations: serde_json::Map<String, Value> = annotations
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name }, "annotations": annotations },
-                "spec": { "containers": [{ "name": "app", "image": "sim/echo", "ports": ports }] }
-            }
-        }
-    }))
-    .expect("a valid Deployment")
+    let mut deployment = build::deployment(name).replicas(replicas);
+    for (port_name, number) in ports {
+        deployment = deployment.port(port_name, *number);
+    }
+    for (key, value) in annotations {
+        deployment = deployment.pod_annotation(key, value);
+    }
+    deployment.build()
 }
 
 /// A Service selecting `app: <selector>` (selectorless when `None`) with ports
 /// `(name, port, targetPort)`.
 fn service(name: &str, selector: Option<&str>, ports: &[(&str, i32, Value)]) -> Service {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(port_name, port, target)| json!({ "name": port_name, "port": port, "targetPort": target, "appProtocol": "http" }))
-        .collect();
-    let mut spec = json!({ "ports": ports });
+    let mut service = build::service(name);
     if let Some(app) = selector {
-        spec["selector"] = json!({ "app": app });
+        service = service.selector(app);
     }
-    serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": name }, "spec": spec }))
-        .expect("a valid Service")
+    for (port_name, port, target) in ports {
+        service = service.named_port(port_name, *port, target.clone());
+    }
+    service.build()
 }
 
 async fn create<K>(api: &Api<K>, obj: &K) -> K
@@ -869,7 +834,7 @@ async fn controllers_recover_after_an_api_server_restart() {
 }
 
 #[tokio::test]
-async fn pod_readiness_reaches_the_endpoint_slice_promptly() {
+async fn pod_readiness_reaches_the_endpoint_slice() {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
 
@@ -924,11 +889,10 @@ async fn pod_readiness_reaches_the_endpoint_slice_promptly() {
     })
     .await
     .expect("the pod and its endpoint turn ready");
-    let latency = slice_ready_at.saturating_duration_since(pod_ready_at);
-    // Typically a few milliseconds; the bound leaves room for a loaded CI machine.
+    // How fast is for benchmarks; here: the slice follows the pod, through the watch.
     assert!(
-        latency < Duration::from_millis(500),
-        "the EndpointSlice followed the pod's readiness after {latency:?}"
+        slice_ready_at >= pod_ready_at,
+        "the EndpointSlice turned ready before its pod"
     );
     sim.shutdown().await;
 }

@@ -1,0 +1,21 @@
+//! Shared fixtures of the workspace's tests (a dev-dependency only): [`wait::until`] (a
+//! condition with a deadline, never a sleep), typed builders for the objects tests create
+//! ([`build`]), one loopback HTTP test backend ([`backend::TestBackend`]) and one cluster
+//! fixture, the simulated cluster with the add-on's CRDs ([`cluster::Cluster`]).
+
+pub mod backend;
+pub mod build;
+pub mod cluster;
+pub mod wait;
+
+pub use backend::TestBackend;
+pub use cluster::Cluster;
+
+/// Installs a `tracing` subscriber for tests once (filtered by `RUST_LOG`, written to the
+/// test's captured output); later calls do nothing.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
