@@ -297,10 +297,13 @@ async fn is_active_goes_false_true_false() {
     // The app becomes ready: the held request is answered and the route goes idle.
     let _backend = cluster.make_app_ready("act").await;
     let mut response = vec![0u8; 12];
-    tokio::time::timeout(support::DEADLINE, held.read_exact(&mut response))
-        .await
-        .expect("held request answered in time")
-        .expect("response read");
+    tokio::time::timeout(
+        http_add_on_testkit::wait::DEADLINE,
+        held.read_exact(&mut response),
+    )
+    .await
+    .expect("held request answered in time")
+    .expect("response read");
     assert_eq!(&response, b"HTTP/1.1 200");
     eventually("IsActive false again", || async {
         (!cluster.is_active(&sor).await.ok()?).then_some(())
@@ -310,8 +313,9 @@ async fn is_active_goes_false_true_false() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_is_active_pushes_true_when_a_held_request_arrives() {
-    // A long repeat interval: only the change notification can deliver `true` quickly.
-    let cluster = Cluster::start(2, |c| c.stream_interval = Duration::from_secs(30)).await;
+    // A repeat interval far beyond the wait's deadline: an answer that arrives at all was
+    // pushed by the change notification (no timed bound needed).
+    let cluster = Cluster::start(2, |c| c.stream_interval = Duration::from_secs(3600)).await;
     cluster
         .create_http_scaled_object("cold", "cold.test", "cold", json!({}))
         .await;
@@ -329,7 +333,7 @@ async fn stream_is_active_pushes_true_when_a_held_request_arrives() {
         .await
         .expect("StreamIsActive")
         .into_inner();
-    let first = tokio::time::timeout(support::DEADLINE, stream.message())
+    let first = tokio::time::timeout(http_add_on_testkit::wait::DEADLINE, stream.message())
         .await
         .expect("first answer in time")
         .expect("stream open")
@@ -338,22 +342,16 @@ async fn stream_is_active_pushes_true_when_a_held_request_arrives() {
     // Twice: the second time requests from the first are still in the rate window, and the
     // concurrency crossing zero must still be pushed.
     for round in 0..2 {
-        let sent = Instant::now();
         let held = cluster.send_request(round, "cold.test").await;
-        let next = tokio::time::timeout(support::DEADLINE, stream.message())
+        let next = tokio::time::timeout(http_add_on_testkit::wait::DEADLINE, stream.message())
             .await
             .expect("activation in time")
             .expect("stream open")
             .expect("an answer");
-        let latency = sent.elapsed();
         assert!(next.result, "round {round}: expected true");
-        assert!(
-            latency < Duration::from_secs(5),
-            "round {round}: activation took {latency:?}, not pushed"
-        );
         // The client gives up: `false` is pushed too.
         drop(held);
-        let next = tokio::time::timeout(support::DEADLINE, stream.message())
+        let next = tokio::time::timeout(http_add_on_testkit::wait::DEADLINE, stream.message())
             .await
             .expect("deactivation in time")
             .expect("stream open")
@@ -645,7 +643,7 @@ async fn stream_is_active_repeats_the_answer_every_interval() {
         .expect("StreamIsActive")
         .into_inner();
     for _ in 0..4 {
-        let answer = tokio::time::timeout(support::DEADLINE, stream.message())
+        let answer = tokio::time::timeout(http_add_on_testkit::wait::DEADLINE, stream.message())
             .await
             .expect("an answer in time")
             .expect("stream open")

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_add_on_scaler::{Config, RunningScaler};
 use http_add_on_sim::{Sim, SimConfig};
-use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute, generated_crds};
+use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
 use http_add_on_types::proto::externalscaler::external_scaler_client::ExternalScalerClient;
 use http_add_on_types::proto::externalscaler::{GetMetricsRequest, MetricValue, ScaledObjectRef};
 use http_add_on_types::queue::{QueueCount, QueueCounts, QueueUpdate};
@@ -23,7 +23,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
@@ -31,33 +30,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
+use http_add_on_testkit::{TestBackend, build};
+
 /// Namespace of the interceptors' admin Service.
 pub const ADMIN_NAMESPACE: &str = "keda";
 /// Name of the interceptors' admin Service.
 pub const ADMIN_SERVICE: &str = "keda-add-ons-http-interceptor-admin";
 /// Namespace of the apps.
 pub const APP_NAMESPACE: &str = "default";
-/// Longest wait for a condition.
-pub const DEADLINE: Duration = Duration::from_secs(15);
-
-/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use http_add_on_testkit::wait::eventually;
 
 /// One test's cluster: the sim, interceptors, the scaler and a KEDA-like client.
 pub struct Cluster {
@@ -81,12 +62,7 @@ impl Cluster {
         let sim = Sim::start(SimConfig::apiserver_only())
             .await
             .expect("sim starts");
-        let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-        for (_, crd) in generated_crds() {
-            crds.create(&PostParams::default(), &crd)
-                .await
-                .expect("CRD created");
-        }
+        http_add_on_testkit::cluster::install_crds(&sim.client()).await;
         sim.create_namespace(ADMIN_NAMESPACE)
             .await
             .expect("admin namespace created");
@@ -176,18 +152,12 @@ impl Cluster {
         service: &str,
         extra: serde_json::Value,
     ) {
-        let mut spec = json!({
-            "hosts": [host],
-            "scaleTargetRef": {"name": service, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080},
-        });
-        merge(&mut spec, extra);
-        let object: HTTPScaledObject = serde_json::from_value(json!({
-            "apiVersion": "http.keda.sh/v1alpha1",
-            "kind": "HTTPScaledObject",
-            "metadata": {"name": name, "namespace": APP_NAMESPACE},
-            "spec": spec,
-        }))
-        .expect("valid HTTPScaledObject");
+        let object = build::http_scaled_object(name)
+            .namespace(APP_NAMESPACE)
+            .hosts(&[host])
+            .target(service)
+            .spec(extra)
+            .build();
         Api::<HTTPScaledObject>::namespaced(self.sim.client(), APP_NAMESPACE)
             .create(&PostParams::default(), &object)
             .await
@@ -203,17 +173,12 @@ impl Cluster {
         service: &str,
         scaling_metric: serde_json::Value,
     ) {
-        let object: InterceptorRoute = serde_json::from_value(json!({
-            "apiVersion": "http.keda.sh/v1beta1",
-            "kind": "InterceptorRoute",
-            "metadata": {"name": name, "namespace": APP_NAMESPACE},
-            "spec": {
-                "target": {"service": service, "port": 8080},
-                "rules": [{"hosts": [host]}],
-                "scalingMetric": scaling_metric,
-            },
-        }))
-        .expect("valid InterceptorRoute");
+        let object = build::interceptor_route(name)
+            .namespace(APP_NAMESPACE)
+            .hosts(&[host])
+            .target(service, 8080)
+            .scaling_metric(scaling_metric)
+            .build();
         Api::<InterceptorRoute>::namespaced(self.sim.client(), APP_NAMESPACE)
             .create(&PostParams::default(), &object)
             .await
@@ -241,8 +206,8 @@ impl Cluster {
     }
 
     /// Starts a backend answering 200 and lists it as the ready endpoint of `service`.
-    pub async fn make_app_ready(&self, service: &str) -> Backend {
-        let backend = Backend::start().await;
+    pub async fn make_app_ready(&self, service: &str) -> TestBackend {
+        let backend = TestBackend::start(service).await;
         let api: Api<EndpointSlice> = Api::namespaced(self.sim.client(), APP_NAMESPACE);
         let slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {
@@ -398,14 +363,6 @@ fn admin_slice(index: usize, addr: SocketAddr) -> EndpointSlice {
     .expect("valid EndpointSlice")
 }
 
-fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
-    if let (Some(base), serde_json::Value::Object(extra)) = (base.as_object_mut(), extra) {
-        for (k, v) in extra {
-            base.insert(k, v);
-        }
-    }
-}
-
 /// A plain HTTP GET on loopback: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let stream = TcpStream::connect(addr).await.expect("connect");
@@ -424,44 +381,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
         .expect("body")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A backend app answering every request with 200 `ok`.
-pub struct Backend {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Backend {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
-        let addr = listener.local_addr().expect("backend addr");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, task }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A stand-in for an interceptor's admin port, for protocol corner cases: serves `/queue` and,
