@@ -1,14 +1,17 @@
 //! Shared fixtures of the workspace's tests (a dev-dependency only): [`wait::until`] (a
 //! condition with a deadline, never a sleep), typed builders for the objects tests create
 //! ([`build`]), one loopback HTTP test backend ([`backend::TestBackend`]) and one cluster
-//! fixture, the simulated cluster with the add-on's CRDs ([`cluster::Cluster`]).
+//! fixture, the simulated cluster with the add-on's CRDs (`cluster::Cluster`, with the feature
+//! `sim`; the e2e suite, which starts the sim as a process, goes without it).
 
 pub mod backend;
 pub mod build;
+#[cfg(feature = "sim")]
 pub mod cluster;
 pub mod wait;
 
 pub use backend::TestBackend;
+#[cfg(feature = "sim")]
 pub use cluster::Cluster;
 
 /// Installs a `tracing` subscriber for tests once (filtered by `RUST_LOG`, written to the

@@ -56,9 +56,21 @@ where
 
 /// Checks `check` until it returns `Ok(Some)`; an `Err` counts as "not yet" and is reported
 /// if the deadline passes. For suites that return errors instead of panicking (e2e).
-pub async fn try_until<T, E, F, Fut>(
+pub async fn try_until<T, E, F, Fut>(what: &str, deadline: Duration, check: F) -> Result<T, Error>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    try_until_every(what, deadline, EVERY, check).await
+}
+
+/// [`try_until`], checking every `every` (for checks that load what they ask, such as a
+/// request through the proxy).
+pub async fn try_until_every<T, E, F, Fut>(
     what: &str,
     deadline: Duration,
+    every: Duration,
     mut check: F,
 ) -> Result<T, Error>
 where
@@ -72,7 +84,7 @@ where
         match check().await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
-            Err(error) => last = Some(error.to_string()),
+            Err(error) => last = Some(format!("{error:#}")),
         }
         if started.elapsed() >= deadline {
             return Err(Error::TimedOut {
@@ -81,7 +93,7 @@ where
                 last,
             });
         }
-        tokio::time::sleep(EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 
