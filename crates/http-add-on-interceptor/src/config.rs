@@ -42,6 +42,10 @@ pub struct Config {
     /// Idle pooled connections kept over all backends (`KEDA_HTTP_MAX_IDLE_CONNS`, 1000; 0 = no
     /// limit).
     pub max_idle_conns: usize,
+    /// Requests held per route while its target has no ready endpoint, unless the route sets
+    /// its own `coldStart.maxPendingRequests` (`KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS`, 0 =
+    /// unlimited).
+    pub max_pending_requests: Option<u32>,
     /// Pooled connections idle longer than this are closed; `None` = never
     /// (`KEDA_HTTP_IDLE_CONN_TIMEOUT`, 90s; 0 = never).
     pub idle_conn_timeout: Option<Duration>,
@@ -143,6 +147,7 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(500),
             max_idle_conns_per_host: 200,
             max_idle_conns: 1000,
+            max_pending_requests: None,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_secs(5),
@@ -176,6 +181,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_ADMIN_PORT",
     "KEDA_HTTP_CHECK_PATH_PREFIX",
     "KEDA_HTTP_CHECK_PORT",
+    "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
     "KEDA_HTTP_CONNECT_TIMEOUT",
     "KEDA_HTTP_DIRECT_POD_ROUTING",
     "KEDA_HTTP_DRAIN_TIMEOUT",
@@ -346,6 +352,10 @@ impl Config {
                 d.max_idle_conns_per_host,
             )?,
             max_idle_conns: env.parse("KEDA_HTTP_MAX_IDLE_CONNS", d.max_idle_conns)?,
+            max_pending_requests: Some(
+                env.parse::<u32>("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", 0)?,
+            )
+            .filter(|n| *n > 0),
             idle_conn_timeout: non_zero(
                 env.duration("KEDA_HTTP_IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
             ),
@@ -452,6 +462,7 @@ mod tests {
         assert!(c.proxy_listen.ip().is_unspecified());
         assert_eq!(c.response_header_timeout, Some(Duration::from_secs(300)));
         assert_eq!(c.readiness_timeout, None);
+        assert_eq!(c.max_pending_requests, None);
         assert_eq!(c.request_timeout, None);
         assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
         assert!(c.metrics_enabled);
@@ -494,6 +505,7 @@ mod tests {
             ("KEDA_HTTP_CONNECT_TIMEOUT", "250ms"),
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "7"),
             ("KEDA_HTTP_MAX_IDLE_CONNS", "70"),
+            ("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "12"),
             ("KEDA_HTTP_IDLE_CONN_TIMEOUT", "0s"),
             ("KEDA_HTTP_DRAIN_TIMEOUT", "3s"),
             ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
@@ -554,6 +566,7 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.max_idle_conns_per_host, 7);
         assert_eq!(c.max_idle_conns, 70);
+        assert_eq!(c.max_pending_requests, Some(12));
         assert_eq!(c.idle_conn_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.shutdown_delay, Duration::ZERO);

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use http_add_on_types::queue::{QueueCount, QueueCounts};
@@ -23,6 +23,8 @@ pub struct RouteCounter {
     labels: RouteLabels,
     in_flight: AtomicI64,
     total: AtomicU64,
+    /// Requests held for a cold start now (see [`RouteCounter::hold`]).
+    pending: AtomicU32,
     gauge: Gauge,
     get_ok: RequestHandles,
     activity: Arc<watch::Sender<u64>>,
@@ -61,6 +63,34 @@ impl RouteCounter {
             concurrency: self.in_flight.load(Ordering::Acquire).max(0),
             request_count: self.total.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One of a route's pending places (see [`RouteCounter::hold`]); dropping it frees the place.
+#[derive(Debug)]
+pub struct Pending(Arc<RouteCounter>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl RouteCounter {
+    /// Takes one of the route's `limit` places for a request held during a cold start, or
+    /// `None` when all are taken.
+    pub fn hold(self: &Arc<Self>, limit: u32) -> Option<Pending> {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < limit).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Pending(self.clone()))
+    }
+
+    /// Requests held for a cold start now.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Acquire)
     }
 }
 
@@ -136,6 +166,7 @@ impl Counts {
                         labels,
                         in_flight: AtomicI64::new(0),
                         total: AtomicU64::new(0),
+                        pending: AtomicU32::new(0),
                         activity: self.activity.clone(),
                     })
                 }

@@ -65,6 +65,7 @@ pub struct Metrics {
     durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
     concurrency: Family<RouteLabels, Gauge>,
     cold_starts: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    rejections: Family<RouteLabels, Counter>,
     checks: Family<RequestLabels, Counter>,
 }
 
@@ -132,6 +133,12 @@ impl Metrics {
             "Time requests waited for a ready endpoint",
             cold_starts.clone(),
         );
+        let rejections = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "interceptor_cold_start_rejections",
+            "Requests rejected because the route already held its maximum of pending requests",
+            rejections.clone(),
+        );
         let checks = Family::<RequestLabels, Counter>::default();
         registry.register(
             "interceptor_check_count",
@@ -153,6 +160,7 @@ impl Metrics {
             durations,
             concurrency,
             cold_starts,
+            rejections,
             checks,
         }
     }
@@ -217,6 +225,11 @@ impl Metrics {
                 route_namespace: labels.route_namespace.clone(),
             })
             .inc();
+    }
+
+    /// Counts a request rejected beyond its route's pending limit.
+    pub fn record_cold_start_rejection(&self, labels: &RouteLabels) {
+        self.rejections.get_or_create(labels).inc();
     }
 
     /// Records how long a request waited for a ready endpoint.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use http::HeaderMap;
 use http_add_on_types::crd::interceptor_route::{
-    ProxyMode, RESPONSE_BODY_LABEL, ResponseMode, StaticResponse,
+    ColdStartOverflow, ProxyMode, RESPONSE_BODY_LABEL, ResponseMode, StaticResponse,
 };
 use http_add_on_types::crd::routes::{
     http_scaled_object_route, interceptor_route_route, routing_rule,
@@ -271,8 +271,13 @@ pub struct RouteEntry {
     pub request_timeout: Option<Duration>,
     /// Limit on waiting for response headers.
     pub response_header_timeout: Option<Duration>,
-    /// Answer while the backend is cold instead of holding.
+    /// Answer while the backend is cold instead of holding (with `max_pending`: only the
+    /// requests beyond it, when `overflow_placeholder`).
     pub placeholder: Option<StaticReply>,
+    /// Requests held at once while the backend is cold (`None` = unlimited).
+    pub max_pending: Option<u32>,
+    /// Requests beyond `max_pending` get the placeholder rather than a 503.
+    pub overflow_placeholder: bool,
     /// Static responses, first match wins.
     pub static_routes: Vec<StaticRoute>,
     /// Scaled by concurrency alone, which admission checks (arrivals only) cannot drive.
@@ -423,6 +428,8 @@ impl Builder {
                     "timeouts.responseHeader",
                 ),
                 placeholder: None,
+                max_pending: c.max_pending_requests,
+                overflow_placeholder: false,
                 static_routes: Vec::new(),
                 // No scalingMetric is upstream's targetPendingRequests: concurrency.
                 concurrency_only: hso
@@ -495,6 +502,15 @@ impl Builder {
                         http::StatusCode::SERVICE_UNAVAILABLE,
                     )
                 }),
+                max_pending: match cold.and_then(|c| c.max_pending_requests) {
+                    Some(n) => u32::try_from(n).ok().filter(|n| *n > 0),
+                    // A placeholder alone is served at once: nothing is held.
+                    None if cold.is_some_and(|c| c.placeholder.is_some()) => None,
+                    None => c.max_pending_requests,
+                },
+                overflow_placeholder: cold
+                    .and_then(|c| c.overflow)
+                    .is_some_and(|o| o == ColdStartOverflow::Placeholder),
                 static_routes: spec
                     .static_routes
                     .iter()

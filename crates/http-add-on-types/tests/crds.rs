@@ -443,7 +443,19 @@ fn interceptor_route_crd_has_its_rules() {
     );
     assert_eq!(
         rules(at(&schema, &["spec", "coldStart"]))[0].0,
-        "has(self.fallback) || has(self.placeholder)"
+        "has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)"
+    );
+    assert_eq!(
+        rules(at(&schema, &["spec", "coldStart"]))[1].0,
+        "!has(self.overflow) || self.overflow != 'Placeholder' || has(self.placeholder)"
+    );
+    assert_eq!(
+        at(&schema, &["spec", "coldStart", "maxPendingRequests"])["minimum"],
+        json!(1.0)
+    );
+    assert_eq!(
+        at(&schema, &["spec", "coldStart", "overflow"])["enum"],
+        json!(["Reject", "Placeholder"])
     );
     assert_eq!(
         rules(at(&schema, &["spec", "coldStart", "fallback", "service"]))[0].0,

@@ -5,7 +5,7 @@
 //! 1. [`Policy::route`]: the route, a static route's reply, or a 404.
 //! 2. [`Policy::count`]: the request's [`Tally`] (in flight and total, settled once).
 //! 3. [`Policy::admit`]: at once when the target has a ready endpoint, else the hold for a cold
-//!    start (readiness timeout, fallback, placeholder). A per-route pending limit goes here.
+//!    start (readiness timeout, fallback, placeholder), within the route's pending limit.
 //! 4. [`Attempts`]: the endpoint (least outstanding) and the connect attempts. Outbound TLS
 //!    goes where the codecs connect to what it returns.
 //! 5. [`Deadlines`]: one rule for every timeout (the request timeout and readiness timeout run
@@ -169,9 +169,28 @@ impl Policy {
                 cold: false,
             };
         }
-        if let Some(placeholder) = &entry.placeholder {
-            return Admission::Reply(Reply::from_static(placeholder, path));
-        }
+        // Held requests take one of the route's pending places; beyond them, the overflow.
+        let _pending = match entry.max_pending {
+            None => {
+                if let Some(placeholder) = &entry.placeholder {
+                    return Admission::Reply(Reply::from_static(placeholder, path));
+                }
+                None
+            }
+            Some(limit) => match entry.counter.hold(limit) {
+                Some(place) => Some(place),
+                None => {
+                    self.metrics
+                        .record_cold_start_rejection(entry.counter.labels());
+                    return Admission::Reply(match &entry.placeholder {
+                        Some(placeholder) if entry.overflow_placeholder => {
+                            Reply::from_static(placeholder, path)
+                        }
+                        _ => Reply::overloaded(limit),
+                    });
+                }
+            },
+        };
         let mut entry = entry;
         let wait_until = deadlines.readiness(&entry);
         let readiness = loop {

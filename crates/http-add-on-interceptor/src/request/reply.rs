@@ -6,6 +6,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::routes::StaticReply;
 
+/// `Retry-After` of a request rejected beyond a route's pending limit, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
 /// A response the interceptor makes itself: an error (plain text naming the cause), a static
 /// route's reply or a placeholder. The codecs write it in their wire format.
 #[derive(Debug, Clone)]
@@ -33,6 +36,22 @@ impl Reply {
             headers: Box::new(headers),
             body: Bytes::from(body),
         }
+    }
+
+    /// The 503 for a request beyond a route's `limit` of requests held for a cold start; it
+    /// may be retried after a second.
+    pub(crate) fn overloaded(limit: u32) -> Self {
+        let mut reply = Self::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the route already holds {limit} requests waiting for a ready endpoint; retry later"
+            ),
+        );
+        reply.headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+        reply
     }
 
     /// A static route's or a placeholder's answer to a request for `path`; a 500 naming the

@@ -164,17 +164,39 @@ pub struct RequestRateTargetSpec {
     pub granularity: String,
 }
 
-/// Behaviour while the target has no ready endpoint; at least one of the two.
+/// Behaviour while the target has no ready endpoint: at least one of a fallback, a placeholder
+/// and a pending limit (as upstream 0.16).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder)").message("at least one of 'fallback' or 'placeholder' must be set"))]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
+#[x_kube(validation = Rule::new("!has(self.overflow) || self.overflow != 'Placeholder' || has(self.placeholder)").message("overflow 'Placeholder' requires 'placeholder'"))]
 pub struct ColdStartSpec {
     /// Service that answers when the target is not ready before the readiness timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSpec>,
-    /// Response returned at once while the target starts.
+    /// Response returned while the target starts: at once, or with `maxPendingRequests` to
+    /// the requests beyond the limit (`overflow: Placeholder`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<PlaceholderSpec>,
+    /// Requests held per interceptor replica while the target starts; unset: the global
+    /// `KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS` (0 = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1))]
+    pub max_pending_requests: Option<i32>,
+    /// What requests beyond `maxPendingRequests` get: `Reject` (503, the default) or
+    /// `Placeholder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<ColdStartOverflow>,
+}
+
+/// The answer to a request beyond a route's pending limit.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColdStartOverflow {
+    /// 503 with `Retry-After`.
+    #[default]
+    Reject,
+    /// The route's placeholder.
+    Placeholder,
 }
 
 /// The fallback of a cold start.
