@@ -92,8 +92,9 @@ async fn counts_held_requests_and_releases_them_on_completion_and_abort() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_stream_sends_a_snapshot_then_activations_immediately() {
     let w = World::with_config(Config {
-        // Coalesced updates would take 10s: anything sooner is the immediate activation path.
-        queue_stream_interval: Duration::from_secs(10),
+        // Coalesced updates would take an hour, far beyond the reads' hang guard: an update
+        // that arrives at all came by the immediate activation path (no timed bound needed).
+        queue_stream_interval: Duration::from_secs(3600),
         ..Config::for_tests()
     })
     .await;
@@ -134,7 +135,6 @@ async fn push_stream_sends_a_snapshot_then_activations_immediately() {
     assert_eq!(snapshot.counts["default/app"].concurrency, 0);
 
     let held = spawn_get(&w, "stream.test", "/");
-    let started = Instant::now();
     let update = loop {
         let update = next_json().await;
         if !update.counts.is_empty() {
@@ -143,11 +143,6 @@ async fn push_stream_sends_a_snapshot_then_activations_immediately() {
     };
     assert!(!update.snapshot);
     assert_eq!(update.counts["default/app"].concurrency, 1);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "activation took {:?}",
-        started.elapsed()
-    );
     held.abort();
 }
 

@@ -3,11 +3,9 @@
 
 #![allow(dead_code, missing_docs)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,13 +20,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 /// A file of `tests/fixtures/tls/` (a throw-away test CA and the certificates it issued).
 pub fn tls_fixture(path: &str) -> std::path::PathBuf {
@@ -56,32 +50,12 @@ pub fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-/// Upper bound for anything that should happen "immediately".
-pub const TIMEOUT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(10);
+/// Hang guard for one read or one wait.
+pub const TIMEOUT: Duration = http_add_on_testkit::wait::DEADLINE;
 
-/// Polls `check` until it returns `Some`, failing after [`TIMEOUT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
+pub use http_add_on_testkit::cluster::install_crds;
+pub use http_add_on_testkit::wait::eventually;
+pub use http_add_on_testkit::{TestBackend, init_tracing};
 
 /// A sim with the CRDs and a synced interceptor.
 pub struct World {
@@ -89,15 +63,6 @@ pub struct World {
     pub client: kube::Client,
     pub interceptor: Interceptor,
     pub http: Client<HttpConnector, Full<Bytes>>,
-}
-
-pub async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in http_add_on_types::crd::generated_crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
 }
 
 pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
@@ -328,163 +293,23 @@ impl Reply {
     }
 }
 
-/// A small HTTP backend on a loopback address.
-///
-/// Answers with a JSON echo (`backend`, `host`, `path`, `headers`, `version`). `/hold…` waits
-/// until [`TestBackend::release`]; `/sleep/<ms>` answers after that many milliseconds;
-/// `/status/<code>` answers with that code.
-pub struct TestBackend {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub hits: Arc<AtomicUsize>,
-    pub held: Arc<AtomicUsize>,
-    release: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TestBackend {
-    pub async fn start(name: &str) -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), name, false).await
-    }
-
-    pub async fn start_h2c(name: &str) -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), name, true).await
-    }
-
-    pub async fn start_on(addr: SocketAddr, name: &str, h2c: bool) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("backend binds");
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let held = Arc::new(AtomicUsize::new(0));
-        let (release, release_rx) = watch::channel(false);
-        let state = (name.to_owned(), hits.clone(), held.clone(), release_rx);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| respond(state.clone(), req));
-                    let io = TokioIo::new(stream);
-                    let mut builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    if h2c {
-                        builder = builder.http2_only();
-                    } else {
-                        builder = builder.http1_only();
-                    }
-                    let _ = builder.serve_connection(io, service).await;
-                });
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            addr,
-            hits,
-            held,
-            release,
-            task,
-        }
-    }
-
-    /// Lets every held request (now and later) finish.
-    pub fn release(&self) {
-        let _ = self.release.send(true);
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-type BackendState = (
-    String,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-    watch::Receiver<bool>,
-);
-
-async fn respond(
-    state: BackendState,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (name, hits, held, mut release) = state;
-    hits.fetch_add(1, Ordering::SeqCst);
-    let path = req.uri().path().to_owned();
-    let mut status = StatusCode::OK;
-    if path.starts_with("/hold") {
-        held.fetch_add(1, Ordering::SeqCst);
-        let _ = release.wait_for(|r| *r).await;
-        held.fetch_sub(1, Ordering::SeqCst);
-    } else if let Some(ms) = path.strip_prefix("/sleep/") {
-        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
-    } else if let Some(code) = path.strip_prefix("/status/") {
-        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
-    }
-    let headers: serde_json::Map<String, Value> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
-        .collect();
-    let version = format!("{:?}", req.version());
-    let body_bytes = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body = json!({
-        "backend": name,
-        "path": path,
-        "headers": headers,
-        "version": version,
-        "bodyLen": body_bytes.len(),
-    });
-    // `/big/<n>`: n bytes of body instead of the JSON (which is then in `x-body-len`).
-    let body = match path.strip_prefix("/big/").and_then(|n| n.parse().ok()) {
-        Some(n) => Bytes::from(
-            (0..n)
-                .map(|i: usize| b'a' + (i % 26) as u8)
-                .collect::<Vec<_>>(),
-        ),
-        None => Bytes::from(body.to_string()),
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("connection", http::HeaderValue::from_static("keep-alive"));
-    response.headers_mut().insert(
-        "x-body-len",
-        http::HeaderValue::from_str(&body_bytes.len().to_string()).unwrap(),
-    );
-    response
-        .headers_mut()
-        .insert("x-backend", http::HeaderValue::from_str(&name).unwrap());
-    Ok(response)
-}
-
 /// An HTTPScaledObject routing `hosts` (and optional path prefixes) to `service` port `port`.
 pub fn hso(name: &str, hosts: &[&str], paths: &[&str], service: &str, port: Value) -> Value {
-    let mut target =
-        json!({ "name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service });
+    let hso = http_add_on_testkit::build::http_scaled_object(name)
+        .hosts(hosts)
+        .path_prefixes(paths)
+        .target(name)
+        .service(service);
     match port {
-        Value::String(s) => target["portName"] = json!(s),
-        other => target["port"] = other,
+        Value::String(port_name) => hso.port_name(&port_name),
+        other => hso.port(
+            other
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .expect("a port number"),
+        ),
     }
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-        "metadata": { "name": name },
-        "spec": { "hosts": hosts, "pathPrefixes": paths, "scaleTargetRef": target }
-    })
+    .json()
 }
 
 /// A client connector that dials `0` (the proxy) whatever authority a request names, as
