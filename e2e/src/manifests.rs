@@ -58,6 +58,12 @@ pub fn kind_manifests() -> Vec<(String, Value)> {
         out.push((what.to_owned(), route));
         out.push((format!("{what}: the user's ScaledObject"), scaled_object));
     }
+    let [route, scaled_object] = crate::scenarios::pending::limited_route(ns, &host);
+    out.push(("InterceptorRoute with a pending limit".to_owned(), route));
+    out.push((
+        "InterceptorRoute with a pending limit: the user's ScaledObject".to_owned(),
+        scaled_object,
+    ));
     let selector: BTreeMap<String, String> = INTERCEPTOR_SELECTOR
         .split(',')
         .filter_map(|kv| kv.split_once('='))

@@ -2,6 +2,7 @@
 
 mod basics;
 mod ingress_check;
+pub(crate) mod pending;
 mod resilience;
 mod routing;
 pub(crate) mod scaling;
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(validation::scenarios());
     all.extend(scaling::scenarios());
     all.extend(ingress_check::scenarios());
+    all.extend(pending::scenarios());
     all.extend(resilience::scenarios());
     all
 }
