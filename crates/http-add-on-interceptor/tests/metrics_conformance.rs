@@ -4,22 +4,47 @@
 
 mod common;
 
-use common::{TestBackend, World, hso};
+use common::{TestBackend, World, eventually, hso};
 use http::StatusCode;
+use http_add_on_interceptor::Config;
 use http_add_on_types::compat::{check_metrics, go_process_rows, metric_rows};
 use serde_json::json;
 
 const METRICS_TSV: &str = include_str!("../../../compat/metrics.tsv");
 
-/// Upstream series the interceptor does not serve yet (no `maxPendingRequests` overflow to
-/// count). The test fails once one of them is served: remove it here then.
-const NOT_YET_SERVED: &[&str] = &["interceptor_cold_start_rejections_total"];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_upstream_series_is_served() {
-    let w = World::start().await;
+    let mut config = Config::for_tests();
+    config.max_pending_requests = Some(1);
+    let w = World::with_config(config).await;
     let a = TestBackend::start("a").await;
     w.expose("svc", "http", &[&a]).await;
+    // A cold route holding its one pending request rejects the next.
+    w.expose("cold", "http", &[]).await;
+    w.apply_hso(hso("cold", &["cold.test"], &[], "cold", json!(80)))
+        .await;
+    let held = eventually("a held request", || async {
+        let http = w.http.clone();
+        let url = w.proxy_url("/");
+        let mut held = tokio::spawn(async move {
+            let req = http::Request::get(url)
+                .header("host", "cold.test")
+                .body(Default::default())
+                .unwrap();
+            http.request(req).await.map(|r| r.status())
+        });
+        tokio::select! {
+            () = w.wait_concurrency("default/cold", 1) => Some(held),
+            status = &mut held => {
+                assert_eq!(status.unwrap().unwrap(), StatusCode::NOT_FOUND, "held or not routed yet");
+                None
+            }
+        }
+    })
+    .await;
+    let rejected = w.get("cold.test", "/").await;
+    assert_eq!(rejected.status, StatusCode::SERVICE_UNAVAILABLE);
+    held.abort();
     w.apply_hso(hso("app", &["m.test"], &[], "svc", json!(80)))
         .await;
     w.wait_routed("m.test", "/").await;
@@ -33,29 +58,14 @@ async fn every_upstream_series_is_served() {
         )
         .await;
     assert_eq!(purge.status, StatusCode::OK);
-    let url = format!(
-        "http://{}/metrics",
-        w.interceptor.metrics_addr().expect("metrics enabled")
-    );
-    let text = common::Reply::read(w.http.get(url.parse().unwrap()).await.unwrap())
-        .await
-        .text();
+    let text = w.metrics_text().await;
 
     let rows = metric_rows(METRICS_TSV, "interceptor");
     assert_eq!(rows.len(), 4, "interceptor rows of metrics.tsv: {rows:?}");
-    let (pending, served): (Vec<_>, Vec<_>) = rows
-        .into_iter()
-        .partition(|r| NOT_YET_SERVED.contains(&r.name.as_str()));
-    let failures = check_metrics(&text, &served);
+    let failures = check_metrics(&text, &rows);
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
     let failures = check_metrics(&text, &go_process_rows("interceptor"));
     assert!(failures.is_empty(), "{failures:#?}\n{text}");
-    let still_missing = check_metrics(&text, &pending);
-    assert_eq!(
-        still_missing.len(),
-        pending.len(),
-        "now served, remove from NOT_YET_SERVED: {still_missing:?}"
-    );
     assert!(
         text.contains(r#"target_info{service_name="keda-http-interceptor"} 1"#),
         "{text}"

@@ -699,6 +699,138 @@ async fn statics(proto: Proto) -> Transcript {
     t
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_limit_rejects_the_overflow_and_holds_the_rest() {
+    on_both(pending_limit).await;
+}
+
+/// `coldStart.maxPendingRequests` (upstream 0.16): the first N requests to a cold route are
+/// held, the next are answered at once (503 + `Retry-After`, or the placeholder with
+/// `overflow: Placeholder`) and counted in `interceptor_cold_start_rejections_total`; a
+/// placeholder alone holds nothing, even with a global limit.
+async fn pending_limit(proto: Proto) -> Transcript {
+    let mut config = Config::for_tests();
+    config.max_pending_requests = Some(2);
+    let bed = Bed::with_config(proto, config).await;
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    bed.w.expose("limited", "http", &[]).await;
+    bed.w.expose("overflowing", "http", &[]).await;
+    bed.w.expose("placeholder", "http", &[]).await;
+    bed.w
+        .set_slice("limited", "limited-0", "http", a.addr, false)
+        .await;
+    bed.w
+        .set_slice("overflowing", "overflowing-0", "http", b.addr, false)
+        .await;
+    let route = |name: &str, cold: serde_json::Value| {
+        json!({
+            "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+            "metadata": { "name": name },
+            "spec": {
+                "target": { "service": name, "port": 80 },
+                "rules": [{ "hosts": [format!("{name}.test")] }],
+                "scalingMetric": { "concurrency": { "targetValue": 100 } },
+                "coldStart": cold
+            }
+        })
+    };
+    let busy = json!({ "response": { "statusCode": 503, "body": "busy" } });
+    bed.w
+        .apply_ir(route("limited", json!({ "maxPendingRequests": 5 })))
+        .await;
+    bed.w
+        .apply_ir(route(
+            "overflowing",
+            json!({ "maxPendingRequests": 1, "overflow": "Placeholder", "placeholder": busy }),
+        ))
+        .await;
+    bed.w
+        .apply_ir(route("placeholder", json!({ "placeholder": busy })))
+        .await;
+    let mut t = Transcript::default();
+
+    // Five held, three rejected at once.
+    let mut held = vec![
+        bed.spawn_held("limited.test", "/0", "default/limited")
+            .await,
+    ];
+    for i in 1..5 {
+        held.push(bed.spawn_get("limited.test", &format!("/{i}")));
+    }
+    bed.w.wait_concurrency("default/limited", 5).await;
+    for _ in 0..3 {
+        let rejected = bed.get("limited.test", "/more").await;
+        assert_eq!(
+            rejected.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{proto:?}: {}",
+            rejected.text()
+        );
+        assert_eq!(rejected.header("retry-after"), Some("1"), "{proto:?}");
+        t.saw("beyond the limit", &rejected);
+    }
+    assert_eq!(a.hits(), 0, "{proto:?}: nothing forwarded while cold");
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "{proto:?}: five still held"
+    );
+
+    // One held, the overflow gets the placeholder.
+    let first = bed
+        .spawn_held("overflowing.test", "/", "default/overflowing")
+        .await;
+    let overflow = bed.get("overflowing.test", "/").await;
+    assert_eq!(overflow.text(), "busy", "{proto:?}");
+    t.saw("overflow placeholder", &overflow);
+
+    // A placeholder alone answers at once, whatever the global limit: nothing is held.
+    for _ in 0..3 {
+        let placeholder = bed.get_routed("placeholder.test", "/").await;
+        assert_eq!(placeholder.text(), "busy", "{proto:?}");
+    }
+    bed.w.wait_concurrency("default/placeholder", 0).await;
+
+    let metrics = bed.w.metrics_text().await;
+    for (route, n) in [("limited", 3), ("overflowing", 1)] {
+        let series = format!(
+            r#"interceptor_cold_start_rejections_total{{route_name="{route}",route_namespace="default"}} {n}"#
+        );
+        assert!(metrics.contains(&series), "{proto:?}: {series}\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(r#"interceptor_cold_start_rejections_total{route_name="placeholder""#),
+        "{proto:?}: a placeholder alone rejects nothing"
+    );
+
+    // Ready: every held request is answered by the backend.
+    bed.w
+        .set_slice("limited", "limited-0", "http", a.addr, true)
+        .await;
+    bed.w
+        .set_slice("overflowing", "overflowing-0", "http", b.addr, true)
+        .await;
+    for request in held.into_iter().chain([first]) {
+        let reply = tokio::time::timeout(TIMEOUT, request)
+            .await
+            .expect("woken by the ready endpoint")
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{proto:?}: {}", reply.text());
+    }
+    assert_eq!(
+        a.hits(),
+        5,
+        "{proto:?}: only the held requests were forwarded"
+    );
+    bed.w.wait_concurrency("default/limited", 0).await;
+    assert_eq!(
+        bed.request_count("default/limited").await,
+        8,
+        "{proto:?}: rejected requests are counted once each"
+    );
+    t
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response header timeout
 

@@ -129,6 +129,20 @@ impl World {
         serde_json::from_slice(&reply.body).expect("queue JSON")
     }
 
+    /// The interceptor's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!(
+            "http://{}/metrics",
+            self.interceptor.metrics_addr().expect("metrics enabled")
+        );
+        let response = self
+            .http
+            .get(url.parse().unwrap())
+            .await
+            .expect("metrics answer");
+        Reply::read(response).await.text()
+    }
+
     /// Waits until `route` reports `concurrency` on `/queue`.
     pub async fn wait_concurrency(&self, route: &str, concurrency: i64) {
         eventually(&format!("{route} concurrency {concurrency}"), || async {
