@@ -7,38 +7,28 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http_add_on_operator::{Config, LeaderElectionConfig, Operator};
-use http_add_on_sim::{Sim, SimConfig};
-use http_add_on_types::crd::http_scaled_object::{HTTPScaledObjectSpec, ScaleTargetRef};
-use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute, generated_crds};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use http_add_on_sim::Sim;
+use http_add_on_testkit::{Cluster, build};
+use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How long any condition may take to become true.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Hang guard for one wait.
+pub const DEADLINE: Duration = http_add_on_testkit::wait::DEADLINE;
+
+pub use http_add_on_testkit::wait::eventually;
 /// The scaler Service name the tests configure.
 pub const SCALER_SERVICE: &str = "keda-add-ons-http-external-scaler";
 
 /// A simulated API server with the CRDs installed.
 pub async fn cluster() -> Sim {
-    if std::env::var_os("RUST_LOG").is_some() {
-        http_add_on_types::telemetry::init();
-    }
-    let sim = Sim::start(SimConfig::apiserver_only())
-        .await
-        .expect("sim starts");
+    let sim = Cluster::apiserver_only().await.sim;
     // The operator's own namespace (its leader-election Lease lives there).
     sim.create_namespace(&config().namespace)
         .await
         .expect("operator namespace created");
-    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-    for (_, crd) in generated_crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD is accepted");
-    }
     let client = sim.client();
     eventually("the CRDs to be served", || {
         let client = client.clone();
@@ -81,40 +71,9 @@ pub async fn operator(client: Client) -> Operator {
     operator
 }
 
-/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// An HTTPScaledObject `name` for `hosts`, targeting Deployment/Service `app` port 8080.
 pub fn hso(name: &str, hosts: &[&str]) -> HTTPScaledObject {
-    HTTPScaledObject::new(
-        name,
-        HTTPScaledObjectSpec {
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            scale_target_ref: ScaleTargetRef {
-                name: "app".into(),
-                service: "app".into(),
-                port: Some(8080),
-                ..ScaleTargetRef::default()
-            },
-            ..HTTPScaledObjectSpec::default()
-        },
-    )
+    build::http_scaled_object(name).hosts(hosts).build()
 }
 
 /// `obj` with `annotations` added.
@@ -130,17 +89,7 @@ pub fn annotated(mut obj: HTTPScaledObject, annotations: &[(&str, &str)]) -> HTT
 
 /// An InterceptorRoute `name` for `host`.
 pub fn interceptor_route(name: &str, host: &str) -> InterceptorRoute {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "target": {"service": "web", "port": 80},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}},
-        },
-    }))
-    .expect("valid InterceptorRoute")
+    build::interceptor_route(name).hosts(&[host]).build()
 }
 
 /// The `Ready` condition of `conditions`.
