@@ -46,6 +46,9 @@ pub struct Config {
     /// its own `coldStart.maxPendingRequests` (`KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS`, 0 =
     /// unlimited).
     pub max_pending_requests: Option<u32>,
+    /// (ours) Open client connections of the proxy listeners at most; beyond, new ones are
+    /// closed at once (`KEDA_HTTP_MAX_CONNECTIONS`, 0 = no limit, the default).
+    pub max_connections: Option<usize>,
     /// Pooled connections idle longer than this are closed; `None` = never
     /// (`KEDA_HTTP_IDLE_CONN_TIMEOUT`, 90s; 0 = never).
     pub idle_conn_timeout: Option<Duration>,
@@ -148,6 +151,7 @@ impl Default for Config {
             max_idle_conns_per_host: 200,
             max_idle_conns: 1000,
             max_pending_requests: None,
+            max_connections: None,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_secs(5),
@@ -190,6 +194,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_IDLE_CONN_TIMEOUT",
     "KEDA_HTTP_IDLE_TIMEOUT",
     "KEDA_HTTP_LOG_REQUESTS",
+    "KEDA_HTTP_MAX_CONNECTIONS",
     "KEDA_HTTP_MAX_HEADER_BYTES",
     "KEDA_HTTP_MAX_IDLE_CONNS",
     "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
@@ -356,6 +361,8 @@ impl Config {
                 env.parse::<u32>("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", 0)?,
             )
             .filter(|n| *n > 0),
+            max_connections: Some(env.parse::<usize>("KEDA_HTTP_MAX_CONNECTIONS", 0)?)
+                .filter(|n| *n > 0),
             idle_conn_timeout: non_zero(
                 env.duration("KEDA_HTTP_IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
             ),
@@ -463,6 +470,7 @@ mod tests {
         assert_eq!(c.response_header_timeout, Some(Duration::from_secs(300)));
         assert_eq!(c.readiness_timeout, None);
         assert_eq!(c.max_pending_requests, None);
+        assert_eq!(c.max_connections, None);
         assert_eq!(c.request_timeout, None);
         assert!(c.direct_pod_routing && c.enable_cold_start_header && !c.log_requests);
         assert!(c.metrics_enabled);
@@ -506,6 +514,7 @@ mod tests {
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "7"),
             ("KEDA_HTTP_MAX_IDLE_CONNS", "70"),
             ("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "12"),
+            ("KEDA_HTTP_MAX_CONNECTIONS", "5000"),
             ("KEDA_HTTP_IDLE_CONN_TIMEOUT", "0s"),
             ("KEDA_HTTP_DRAIN_TIMEOUT", "3s"),
             ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
@@ -567,6 +576,7 @@ mod tests {
         assert_eq!(c.max_idle_conns_per_host, 7);
         assert_eq!(c.max_idle_conns, 70);
         assert_eq!(c.max_pending_requests, Some(12));
+        assert_eq!(c.max_connections, Some(5000));
         assert_eq!(c.idle_conn_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.shutdown_delay, Duration::ZERO);

@@ -23,6 +23,7 @@ pub mod h2;
 pub mod headers;
 mod idle;
 mod io;
+mod limit;
 pub mod metrics;
 pub mod request;
 pub mod routes;
@@ -499,12 +500,17 @@ async fn serve_proxy(
         let Some((stream, remote)) = accept(&listener, &mut stop, "proxy").await else {
             break;
         };
+        let Some(open) = proxy.policy().connections.open() else {
+            drop(stream);
+            continue;
+        };
         let (proxy, builder) = (proxy.clone(), builder.clone());
         let (mut stop, mut force) = (stop.clone(), force.clone());
         let token = conns.clone();
         let stream = io::SendTimeout::new(stream, proxy.policy().config.send_timeout);
         tokio::spawn(async move {
             let _token = token;
+            let _open = open;
             let outcome = tokio::select! {
                 outcome = h1::serve(proxy.policy(), stream, remote, false, &mut stop) => outcome,
                 _ = stopped(&mut force) => return,
@@ -549,11 +555,16 @@ async fn serve_tls(
         let Some((stream, remote)) = accept(&listener, &mut stop, "TLS proxy").await else {
             break;
         };
+        let Some(open) = proxy.policy().connections.open() else {
+            drop(stream);
+            continue;
+        };
         let (proxy, builder, acceptor) = (proxy.clone(), builder.clone(), acceptor.clone());
         let (stop, force) = (stop.clone(), force.clone());
         let token = conns.clone();
         tokio::spawn(async move {
             let _token = token;
+            let _open = open;
             let stream = io::SendTimeout::new(stream, proxy.policy().config.send_timeout);
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

@@ -519,3 +519,43 @@ async fn with_the_metrics_endpoint_off_nothing_is_bound_and_requests_still_proxy
     );
     drop(taken);
 }
+
+/// `KEDA_HTTP_MAX_CONNECTIONS`: with two connections open, a third is closed at once without
+/// an answer; once one of the two closes, a new connection is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let mut config = Config::for_tests();
+    config.max_connections = Some(2);
+    let w = World::with_config(config).await;
+    let a = TestBackend::start("a").await;
+    w.expose("svc", "http", &[&a]).await;
+    w.apply_hso(hso("app", &["limit.test"], &[], "svc", json!(80)))
+        .await;
+    let addr = w.interceptor.proxy_addr();
+    let request = b"GET / HTTP/1.1\r\nHost: limit.test\r\n\r\n";
+    let ask = |mut conn: TcpStream| async move {
+        conn.write_all(request).await.unwrap();
+        let mut buf = vec![0; 4096];
+        let n = conn.read(&mut buf).await.unwrap_or(0);
+        (conn, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    // Two kept-alive connections, each answered once routing is in place.
+    let first = eventually("the route on a first connection", || async {
+        let (conn, head) = ask(TcpStream::connect(addr).await.unwrap()).await;
+        head.starts_with("HTTP/1.1 200").then_some(conn)
+    })
+    .await;
+    let (second, head) = ask(TcpStream::connect(addr).await.unwrap()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "second: {head}");
+
+    let (_third, head) = ask(TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(head, "", "the third connection is closed without an answer");
+
+    drop(first);
+    eventually("a place freed by the closed connection", || async {
+        let (_conn, head) = ask(TcpStream::connect(addr).await.unwrap()).await;
+        head.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    drop(second);
+}

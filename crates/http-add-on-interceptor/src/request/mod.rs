@@ -32,6 +32,7 @@ pub(crate) use tally::Tally;
 
 use crate::backends::{Backend, IdleBudget, Readiness, Upstream};
 use crate::config::Config;
+use crate::limit::Connections;
 use crate::metrics::Metrics;
 use crate::routes::{RouteEntry, Table};
 
@@ -47,6 +48,8 @@ pub struct Policy {
     draining: Arc<AtomicBool>,
     /// Idle upstream connections over all endpoints (`KEDA_HTTP_MAX_IDLE_CONNS`).
     pub(crate) idle: Arc<IdleBudget>,
+    /// Open client connections of the proxy listeners (`KEDA_HTTP_MAX_CONNECTIONS`).
+    pub(crate) connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -91,6 +94,7 @@ impl Policy {
     ) -> Self {
         Self {
             idle: IdleBudget::new(config.max_idle_conns),
+            connections: Connections::new(config.max_connections),
             table,
             table_changed,
             metrics,
