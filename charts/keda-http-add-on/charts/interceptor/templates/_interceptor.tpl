@@ -226,6 +226,8 @@ spec:
             {{- end }}
             - name: KEDA_HTTP_MAX_IDLE_CONNS
               value: {{ .Values.interceptor.maxIdleConns | quote }}
+            - name: KEDA_HTTP_MAX_CONNECTIONS
+              value: {{ .Values.interceptor.maxConnections | quote }}
             - name: KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS
               value: {{ .Values.interceptor.coldStart.maxPendingRequests | quote }}
             - name: KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST
