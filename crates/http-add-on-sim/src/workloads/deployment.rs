@@ -8,9 +8,8 @@
 //! `spec.revisionHistoryLimit` (default 10), for `kubectl rollout history/undo`. The
 //! Deployment's status sums its ReplicaSets' statuses; the ReplicaSet controller runs the pods.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
@@ -22,9 +21,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::informer::{Change, Informer};
+use super::queue::{Key, WorkQueue, key_of};
 use super::{Error, podutil, random};
 
 /// Label carrying the hash of the pod template a ReplicaSet and its pods were created from.
@@ -41,12 +40,6 @@ const NOT_COPIED: &[&str] = &[
     DESIRED_REPLICAS_ANNOTATION,
     "deployment.kubernetes.io/max-replicas",
 ];
-/// Delay before retrying a reconcile that failed.
-const RETRY_DELAY: Duration = Duration::from_millis(250);
-
-/// `(namespace, name)` of a Deployment.
-type Key = (String, String);
-
 struct Controller {
     client: Client,
     deployments: Store<Deployment>,
@@ -68,37 +61,32 @@ pub(crate) async fn run(
         deployments: deployments.store().clone(),
         sets: sets.store().clone(),
     };
-    let mut dirty: BTreeSet<Key> = controller.all_keys();
-    let mut retries: HashMap<Key, Instant> = HashMap::new();
+    let mut queue = WorkQueue::new(controller.all_keys());
     loop {
-        for key in std::mem::take(&mut dirty) {
-            retries.remove(&key);
+        for key in queue.take() {
             if let Err(error) = controller.reconcile(&key).await {
-                tracing::warn!(namespace = %key.0, deployment = %key.1, %error, "reconcile failed, retrying");
-                retries.insert(key, Instant::now() + RETRY_DELAY);
+                queue.failed("Deployment", key, &error);
             }
         }
-        let next_retry = retries.values().min().copied();
         tokio::select! {
             change = deployment_changes.next() => {
                 let change = change.ok_or_else(|| Error::InformerStopped("Deployment".into()))?;
-                controller.on_deployment_change(change, &mut dirty).await;
+                controller.on_deployment_change(change, &mut queue.dirty).await;
             }
             change = set_changes.next() => {
                 let change = change.ok_or_else(|| Error::InformerStopped("ReplicaSet".into()))?;
-                controller.on_set_change(change, &mut dirty);
+                controller.on_set_change(change, &mut queue.dirty);
             }
-            () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
-                let now = Instant::now();
-                retries.retain(|key, at| if *at <= now { dirty.insert(key.clone()); false } else { true });
-            }
+            () = queue.retries_due() => {}
         }
         // Coalesce bursts: fold every change already queued into this round.
         while let Some(change) = deployment_changes.try_next() {
-            controller.on_deployment_change(change, &mut dirty).await;
+            controller
+                .on_deployment_change(change, &mut queue.dirty)
+                .await;
         }
         while let Some(change) = set_changes.try_next() {
-            controller.on_set_change(change, &mut dirty);
+            controller.on_set_change(change, &mut queue.dirty);
         }
     }
 }
@@ -343,10 +331,6 @@ impl Controller {
             Err(error) => Err(error),
         }
     }
-}
-
-fn key_of<K: ResourceExt>(obj: &K) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// A ReplicaSet's revision number (0 when it has none).

@@ -39,6 +39,7 @@ mod informer;
 mod kubelet;
 mod podutil;
 mod proxy;
+mod queue;
 mod random;
 mod replicaset;
 mod resolve;

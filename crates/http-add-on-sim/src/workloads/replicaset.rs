@@ -16,16 +16,11 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::informer::{Change, Informer};
+use super::queue::{Key, WorkQueue, key_of};
 use super::{Error, NODE_NAME, POD_FINALIZER, podutil, random};
 
 /// How long a create or delete we issued may stay unobserved before we stop waiting for it.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Delay before retrying a reconcile that failed.
-const RETRY_DELAY: Duration = Duration::from_millis(250);
-
-/// `(namespace, name)` of a ReplicaSet.
-type Key = (String, String);
-
 /// Writes we issued but have not seen in the pod cache yet (the ReplicaSet controller's
 /// "expectations"): without them a reconcile that runs before the watch catches up would
 /// create or delete pods twice.
@@ -58,37 +53,30 @@ pub(crate) async fn run(
         pods: pods.store().clone(),
         expectations: HashMap::new(),
     };
-    let mut dirty: BTreeSet<Key> = controller.all_keys();
-    let mut retries: HashMap<Key, Instant> = HashMap::new();
+    let mut queue = WorkQueue::new(controller.all_keys());
     loop {
-        for key in std::mem::take(&mut dirty) {
-            retries.remove(&key);
+        for key in queue.take() {
             if let Err(error) = controller.reconcile(&key).await {
-                tracing::warn!(namespace = %key.0, replicaset = %key.1, %error, "reconcile failed, retrying");
-                retries.insert(key, Instant::now() + RETRY_DELAY);
+                queue.failed("ReplicaSet", key, &error);
             }
         }
-        let next_retry = retries.values().min().copied();
         tokio::select! {
             change = set_changes.next() => {
                 let change = change.ok_or_else(|| Error::InformerStopped("ReplicaSet".into()))?;
-                controller.on_set_change(change, &mut dirty).await;
+                controller.on_set_change(change, &mut queue.dirty).await;
             }
             change = pod_changes.next() => {
                 let change = change.ok_or_else(|| Error::InformerStopped("Pod".into()))?;
-                controller.on_pod_change(change, &mut dirty);
+                controller.on_pod_change(change, &mut queue.dirty);
             }
-            () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
-                let now = Instant::now();
-                retries.retain(|key, at| if *at <= now { dirty.insert(key.clone()); false } else { true });
-            }
+            () = queue.retries_due() => {}
         }
         // Coalesce bursts: fold every change already queued into this round.
         while let Some(change) = set_changes.try_next() {
-            controller.on_set_change(change, &mut dirty).await;
+            controller.on_set_change(change, &mut queue.dirty).await;
         }
         while let Some(change) = pod_changes.try_next() {
-            controller.on_pod_change(change, &mut dirty);
+            controller.on_pod_change(change, &mut queue.dirty);
         }
     }
 }
@@ -273,10 +261,6 @@ impl Controller {
         }
         Ok(())
     }
-}
-
-fn key_of<K: ResourceExt>(obj: &K) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Whether the counts this controller writes already have these values.
