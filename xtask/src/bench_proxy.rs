@@ -37,15 +37,16 @@ mod report;
 mod targets;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::bail;
 
-use clients::{Latency, Throughput};
-pub(crate) use procs::ensure_tool;
-use procs::{Proc, cpu_seconds, pinned, rss_kb};
+use clients::Throughput;
+pub(crate) use clients::{Latency, run_load};
+pub(crate) use procs::{Proc, cpu_seconds, ensure_tool, free_port, pinned, rss_kb};
+pub(crate) use targets::interceptor_command;
 use targets::{Certs, NginxBuild, Running, Target};
 
 const HOST: &str = "bench.test";
@@ -172,69 +173,19 @@ pub(crate) fn run(mut opts: Options) -> anyhow::Result<()> {
         seen.push(*p);
         new
     });
-    // One invocation: built separately, the two packages unify their dependencies' features
-    // differently and rustls, kube and their dependents compile twice.
-    crate::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "http-add-on-interceptor",
-        "-p",
-        "http-add-on-sim",
-        "--bin",
-        "interceptor",
-        "--bin",
-        "http-add-on-sim",
-        "--example",
-        "bench_proxy",
-    ])?;
-    let release = crate::workspace_root().join("target/release");
+    let release = build_release(&[])?;
     let tool = release.join("examples/bench_proxy");
     let dir = crate::workspace_root().join("target/bench-proxy");
     std::fs::create_dir_all(&dir)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (proxy_core, backend_core, client_core) = match cores {
-        0 | 1 => (None, None, None),
-        2 => (Some(0), Some(1), Some(1)),
-        _ => (Some(0), Some(1), Some(2)),
-    };
-
-    let mut backend_cmd = pinned(&tool, backend_core);
-    backend_cmd
-        .args(["backend", "--listen", "127.0.0.1:0", "--threads", "1"])
-        .stdout(Stdio::piped());
-    let mut backend_proc = Proc::spawn("backend", backend_cmd)?;
-    let backend: SocketAddr = backend_proc
-        .wait_line("listening ", Duration::from_secs(10))?
-        .trim_start_matches("listening ")
-        .parse()?;
-
+    let Cores {
+        proxy: proxy_core,
+        backend: backend_core,
+        client: client_core,
+    } = Cores::of_machine();
+    let (backend_proc, backend) = start_backend(&tool, backend_core)?;
     let kubeconfig = dir.join("kubeconfig");
-    let mut sim_cmd = Command::new(release.join("http-add-on-sim"));
-    sim_cmd
-        .args([
-            "up",
-            "--no-controllers",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped());
-    let mut sim = Proc::spawn("http-add-on-sim", sim_cmd)?;
-    sim.wait_line("http-add-on-sim ready", Duration::from_secs(30))?;
-    let mut setup = Command::new(&tool);
-    setup
-        .args(["setup", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(["--backend", &backend.to_string(), "--host", HOST]);
-    let out = procs::output_within(setup, Duration::from_secs(60), "the cluster set-up")?;
-    if !out.status.success() {
-        bail!(
-            "setting up the simulated cluster failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let sim = start_sim(&release, &kubeconfig)?;
+    setup_route(&tool, &kubeconfig, backend, HOST, &[])?;
 
     let wants = |p: Protocol| opts.protocols.contains(&p);
     fn not_needed<T>() -> Result<T, String> {
@@ -287,6 +238,117 @@ pub(crate) fn run(mut opts: Options) -> anyhow::Result<()> {
     drop(sim);
     drop(backend_proc);
     report::print(&bench, &sections);
+    Ok(())
+}
+
+/// Builds, in release, the interceptor, the sim and the `bench_proxy` example, plus the
+/// interceptor crate's `examples`; returns `target/release`.
+pub(crate) fn build_release(examples: &[&str]) -> anyhow::Result<PathBuf> {
+    // One invocation: built separately, the two packages unify their dependencies' features
+    // differently and rustls, kube and their dependents compile twice.
+    let mut args = vec![
+        "build",
+        "--release",
+        "-p",
+        "http-add-on-interceptor",
+        "-p",
+        "http-add-on-sim",
+        "--bin",
+        "interceptor",
+        "--bin",
+        "http-add-on-sim",
+        "--example",
+        "bench_proxy",
+    ];
+    for example in examples {
+        args.extend(["--example", example]);
+    }
+    crate::cargo(&args)?;
+    Ok(crate::workspace_root().join("target/release"))
+}
+
+/// Where the processes of a bench run: the proxy on core 0; the backend and the load
+/// generators on core 1 (with three or more cores the load generators get core 2); `None` =
+/// not pinned (one core).
+pub(crate) struct Cores {
+    /// The proxy under test.
+    pub(crate) proxy: Option<u32>,
+    /// The backend.
+    pub(crate) backend: Option<u32>,
+    /// The load generators.
+    pub(crate) client: Option<u32>,
+}
+
+impl Cores {
+    /// The split for this machine's cores.
+    pub(crate) fn of_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (proxy, backend, client) = match cores {
+            0 | 1 => (None, None, None),
+            2 => (Some(0), Some(1), Some(1)),
+            _ => (Some(0), Some(1), Some(2)),
+        };
+        Self {
+            proxy,
+            backend,
+            client,
+        }
+    }
+}
+
+/// Starts the `bench_proxy` example's HTTP/1.1 backend on loopback; returns it and its address.
+pub(crate) fn start_backend(tool: &Path, core: Option<u32>) -> anyhow::Result<(Proc, SocketAddr)> {
+    let mut cmd = pinned(tool, core);
+    cmd.args(["backend", "--listen", "127.0.0.1:0", "--threads", "1"])
+        .stdout(Stdio::piped());
+    let mut backend = Proc::spawn("backend", cmd)?;
+    let addr = backend
+        .wait_line("listening ", Duration::from_secs(10))?
+        .trim_start_matches("listening ")
+        .parse()?;
+    Ok((backend, addr))
+}
+
+/// Starts the simulated API server (no controllers) on loopback, its kubeconfig written to
+/// `kubeconfig`, and waits until it serves.
+pub(crate) fn start_sim(release: &Path, kubeconfig: &Path) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(release.join("http-add-on-sim"));
+    cmd.args([
+        "up",
+        "--no-controllers",
+        "--listen",
+        "127.0.0.1:0",
+        "--kubeconfig",
+    ])
+    .arg(kubeconfig)
+    .stdout(Stdio::piped());
+    let mut sim = Proc::spawn("http-add-on-sim", cmd)?;
+    sim.wait_line("http-add-on-sim ready", Duration::from_secs(30))?;
+    Ok(sim)
+}
+
+/// `bench_proxy setup`: the CRDs, and a route for `host` to `backend` (a Service, its
+/// EndpointSlice and an HTTPScaledObject), with `extra` arguments (`--name`, `--not-ready`).
+pub(crate) fn setup_route(
+    tool: &Path,
+    kubeconfig: &Path,
+    backend: SocketAddr,
+    host: &str,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let mut setup = Command::new(tool);
+    setup
+        .args(["setup", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(["--backend", &backend.to_string(), "--host", host])
+        .args(extra);
+    let out = procs::output_within(setup, Duration::from_secs(60), "the cluster set-up")?;
+    if !out.status.success() {
+        bail!(
+            "setting up the simulated cluster failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 

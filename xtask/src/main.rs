@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation (codegen, tests, demo). One module per command.
 
 mod bench_activation;
+mod bench_cold_burst;
 mod bench_proxy;
 mod chart;
 mod codegen;
@@ -129,6 +130,26 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         trials: usize,
     },
+    /// A burst of held requests to one cold route while a warm route takes a fixed rate:
+    /// interceptor RSS per held request, the warm route's p50/p99 before and during the burst,
+    /// and the time from the endpoint turning ready to the last held request answered.
+    ///
+    /// The release interceptor with one worker thread, the simulated API server and the
+    /// `bench_proxy` backend on loopback; the burst over h2c (200 streams per connection).
+    /// Goals (issue #13): ≤ 4 KiB per held request, warm p99 within 1.2× of idle, all held
+    /// requests answered within 100 ms of readiness. Takes about 2 × --seconds plus start-up,
+    /// after a release build.
+    ColdBurst {
+        /// Requests held on the cold route.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Requests/s of the warm route (open loop).
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of each warm-route measurement (idle, then during the burst).
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +185,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             bench: Bench::Activation { trials },
         } => bench_activation::run(trials),
+        Cmd::Bench {
+            bench:
+                Bench::ColdBurst {
+                    requests,
+                    rate,
+                    seconds,
+                },
+        } => bench_cold_burst::run(bench_cold_burst::Options {
+            requests,
+            rate,
+            seconds,
+        }),
         Cmd::E2e {
             cluster,
             k8s_version,

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! bench_proxy backend --listen 127.0.0.1:0            # prints "listening <addr>"
-//! bench_proxy setup --kubeconfig PATH --backend ADDR --host bench.test
+//! bench_proxy setup --kubeconfig PATH --backend ADDR --host bench.test [--name bench] [--not-ready]
 //! bench_proxy load --target ADDR --host bench.test --connections 64 --seconds 5 [--rate 2000]
 //!                  [--protocol http1|h2c|https] [--streams 4] [--ca ca.crt]
 //! bench_proxy probe --target ADDR --host bench.test [--protocol ...] [--ca ca.crt]  # one request
@@ -32,7 +32,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
@@ -65,12 +65,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Accept queue of the backend's listener (Linux caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 8192;
+
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello world"))))
 }
 
 async fn backend(listen: &str) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
+    let addr: SocketAddr = listen.parse()?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(addr)?;
+    // A released cold burst opens thousands of connections at once; tokio's default backlog
+    // (1024) would drop the excess SYNs and time the backend's accept queue, not the proxy.
+    let listener = socket.listen(BACKLOG)?;
     println!("listening {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
@@ -83,10 +95,15 @@ async fn backend(listen: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The CRDs, and a route for `--host` to `--backend`: a Service `--name` (default `bench`), its
+/// EndpointSlice `<name>-1` (the endpoint not ready with `--not-ready`: a cold route) and an
+/// HTTPScaledObject `<name>`, all in the kubeconfig's namespace.
 async fn setup(args: &[String]) -> anyhow::Result<()> {
     let kubeconfig = required(args, "--kubeconfig")?;
     let backend: SocketAddr = required(args, "--backend")?.parse()?;
     let host = required(args, "--host")?;
+    let name = arg(args, "--name").unwrap_or_else(|| "bench".into());
+    let ready = !args.iter().any(|a| a == "--not-ready");
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -99,32 +116,33 @@ async fn setup(args: &[String]) -> anyhow::Result<()> {
         crds.patch(&name, &pp, &Patch::Apply(&crd)).await?;
     }
     let svc: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "bench" },
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": name },
         "spec": { "ports": [{ "name": "http", "port": 80 }] }
     }))?;
     Api::<Service>::default_namespaced(client.clone())
-        .patch("bench", &pp, &Patch::Apply(&svc))
+        .patch(&name, &pp, &Patch::Apply(&svc))
         .await?;
+    let slice_name = format!("{name}-1");
     let slice: EndpointSlice = serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": { "name": "bench-1", "labels": { "kubernetes.io/service-name": "bench" } },
+        "metadata": { "name": slice_name, "labels": { "kubernetes.io/service-name": name } },
         "addressType": "IPv4",
         "ports": [{ "name": "http", "port": backend.port() }],
-        "endpoints": [{ "addresses": [backend.ip().to_string()], "conditions": { "ready": true } }]
+        "endpoints": [{ "addresses": [backend.ip().to_string()], "conditions": { "ready": ready } }]
     }))?;
     Api::<EndpointSlice>::default_namespaced(client.clone())
-        .patch("bench-1", &pp, &Patch::Apply(&slice))
+        .patch(&slice_name, &pp, &Patch::Apply(&slice))
         .await?;
     // The CRD may need a moment to be served after registration.
     let hso: HTTPScaledObject = serde_json::from_value(json!({
         "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-        "metadata": { "name": "bench" },
-        "spec": { "hosts": [host], "scaleTargetRef": { "name": "bench", "service": "bench", "port": 80 } }
+        "metadata": { "name": name },
+        "spec": { "hosts": [host], "scaleTargetRef": { "name": name, "service": name, "port": 80 } }
     }))?;
     let api = Api::<HTTPScaledObject>::default_namespaced(client);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match api.patch("bench", &pp, &Patch::Apply(&hso)).await {
+        match api.patch(&name, &pp, &Patch::Apply(&hso)).await {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("retrying HTTPScaledObject apply: {e}");

@@ -14,12 +14,17 @@ use super::{Bench, HOST, Protocol};
 const SLACK: Duration = Duration::from_secs(30);
 
 /// A run of the built-in generator; latencies in milliseconds.
-pub(super) struct Latency {
-    pub(super) rps: f64,
-    pub(super) errors: u64,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
-    pub(super) p999: f64,
+pub(crate) struct Latency {
+    /// Requests answered per second.
+    pub(crate) rps: f64,
+    /// Failed requests and connections.
+    pub(crate) errors: u64,
+    /// Median latency.
+    pub(crate) p50: f64,
+    /// 99th percentile.
+    pub(crate) p99: f64,
+    /// 99.9th percentile.
+    pub(crate) p999: f64,
 }
 
 /// The built-in generator's `--protocol` value.
@@ -67,6 +72,11 @@ pub(super) fn generator(
     if let Some(rate) = rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
+    run_load(cmd, seconds)
+}
+
+/// Runs a `bench_proxy load` command of `seconds` (plus slack) and reads its figures.
+pub(crate) fn run_load(cmd: std::process::Command, seconds: u64) -> anyhow::Result<Latency> {
     let out = output_within(
         cmd,
         Duration::from_secs(seconds) + SLACK,

@@ -1,7 +1,7 @@
 //! Processes of the benchmark: spawning (pinned to a core), stopping, bounded runs, tools
 //! installed on demand, and CPU time and memory from /proc.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 /// A child process killed (by its own pid) when dropped.
-pub(super) struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
+    /// Lines of its stdout, read on a thread of their own from the first `wait_line` on.
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 impl Drop for Proc {
@@ -36,36 +38,44 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    pub(super) fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
+    /// Starts `cmd`, named `name` in errors.
+    pub(crate) fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name} ({cmd:?})"))?;
         Ok(Self {
             name: name.to_owned(),
             child,
+            lines: None,
         })
     }
 
-    pub(super) fn pid(&self) -> u32 {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The exit status when the process has ended.
-    pub(super) fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Waits for a stdout line starting with `prefix` and returns it; other lines are dropped.
-    pub(super) fn wait_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
-        let stdout = self.child.stdout.take().context("stdout not piped")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+    /// Later calls go on from the line after it.
+    pub(crate) fn wait_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+        if self.lines.is_none() {
+            let stdout = self.child.stdout.take().context("stdout not piped")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+            self.lines = Some(rx);
+        }
+        let rx = self.lines.as_ref().context("stdout not piped")?;
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -76,10 +86,18 @@ impl Proc {
             }
         }
     }
+
+    /// Writes `line` and a newline to its stdin (piped).
+    pub(crate) fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.child.stdin.as_mut().context("stdin not piped")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .with_context(|| format!("writing to {}'s stdin", self.name))
+    }
 }
 
 /// Runs `cmd` to its end with stdout and stderr captured, killing it after `timeout`.
-pub(super) fn output_within(
+pub(crate) fn output_within(
     mut cmd: Command,
     timeout: Duration,
     what: &str,
@@ -171,12 +189,13 @@ pub(crate) fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, String> 
     }
 }
 
-pub(super) fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free at the time of asking.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `program`, prefixed with `taskset -c <core>` when pinning is possible.
-pub(super) fn pinned(program: &Path, core: Option<u32>) -> Command {
+pub(crate) fn pinned(program: &Path, core: Option<u32>) -> Command {
     match (core, which("taskset")) {
         (Some(core), Some(taskset)) => {
             let mut c = Command::new(taskset);
@@ -209,7 +228,7 @@ fn family(pid: u32) -> Vec<u32> {
 }
 
 /// CPU time (user + system, every thread) used so far by `pid` and its children, in seconds.
-pub(super) fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let ticks_per_second = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -236,7 +255,7 @@ pub(super) fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Sum of `field` (kB) of `pid` and its children, from /proc.
-pub(super) fn rss_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn rss_kb(pid: u32, field: &str) -> u64 {
     let read = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()

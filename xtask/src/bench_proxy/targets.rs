@@ -238,22 +238,39 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn interceptor(bench: &Bench, target: Target, protocol: Protocol) -> anyhow::Result<Running> {
-    let one_thread = target == Target::InterceptorOneThread;
-    let (proxy, admin, prom) = (free_port()?, free_port()?, free_port()?);
-    let mut cmd = pinned(
-        &bench.release.join("interceptor"),
-        if one_thread { bench.proxy_core } else { None },
-    );
-    cmd.env("KUBECONFIG", &bench.kubeconfig)
+/// The release interceptor (pinned to `core`) for the cluster of `kubeconfig`, serving the
+/// proxy on `proxy` and the admin port on `admin` (loopback ports), with its default worker
+/// threads.
+pub(crate) fn interceptor_command(
+    release: &Path,
+    kubeconfig: &Path,
+    core: Option<u32>,
+    proxy: u16,
+    admin: u16,
+) -> anyhow::Result<Command> {
+    let mut cmd = pinned(&release.join("interceptor"), core);
+    cmd.env("KUBECONFIG", kubeconfig)
         .env("KEDA_HTTP_PROXY_PORT", proxy.to_string())
         .env("KEDA_HTTP_ADMIN_PORT", admin.to_string())
-        .env("OTEL_PROM_EXPORTER_PORT", prom.to_string())
+        .env("OTEL_PROM_EXPORTER_PORT", free_port()?.to_string())
         .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
         // wrk sends the IP address as SNI, which rustls warns about on every handshake.
         .env("RUST_LOG", "warn,rustls=error")
         .env_remove("TOKIO_WORKER_THREADS")
         .stdout(Stdio::null());
+    Ok(cmd)
+}
+
+fn interceptor(bench: &Bench, target: Target, protocol: Protocol) -> anyhow::Result<Running> {
+    let one_thread = target == Target::InterceptorOneThread;
+    let proxy = free_port()?;
+    let mut cmd = interceptor_command(
+        &bench.release,
+        &bench.kubeconfig,
+        if one_thread { bench.proxy_core } else { None },
+        proxy,
+        free_port()?,
+    )?;
     if one_thread {
         cmd.env("TOKIO_WORKER_THREADS", "1");
     }
