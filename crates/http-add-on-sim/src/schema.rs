@@ -209,8 +209,7 @@ fn collect_unknown(
 ) {
     match value {
         Value::Object(map) => {
-            let preserve = flag(schema, PRESERVE_UNKNOWN)
-                || schema.get("additionalProperties") == Some(&Value::Bool(true));
+            let preserve = preserves_unknown(schema);
             let props = properties(schema);
             let additional = additional_properties(schema);
             for (name, value) in map {
@@ -340,13 +339,17 @@ fn default_property(schema: &Value, map: &mut Map<String, Value>, name: &str) {
     }
 }
 
+/// Whether an object of `schema` keeps fields it does not declare.
+fn preserves_unknown(schema: &Value) -> bool {
+    flag(schema, PRESERVE_UNKNOWN) || schema.get("additionalProperties") == Some(&Value::Bool(true))
+}
+
 /// Drops object fields the schema does not specify. `keep_meta` (the root and embedded resources)
 /// keeps `apiVersion`, `kind` and `metadata`, which the API server handles itself.
 fn prune(schema: &Value, value: &mut Value, keep_meta: bool) {
     match value {
         Value::Object(map) => {
-            let preserve = flag(schema, PRESERVE_UNKNOWN)
-                || schema.get("additionalProperties") == Some(&Value::Bool(true));
+            let preserve = preserves_unknown(schema);
             let props = properties(schema);
             let additional = additional_properties(schema);
             map.retain(|name, _| {
