@@ -1,10 +1,10 @@
 //! Building blocks of scenarios: namespaces, sample apps (Deployment + Service), HTTPScaledObjects
 //! and observations of replicas.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use http_add_on_testkit::build;
 use http_add_on_types::crd::HTTPScaledObject;
 use http_add_on_types::crd::scaled_object::ScaledObject;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -62,74 +62,24 @@ pub async fn delete_namespace(tb: &Testbed, name: &str) {
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
-/// A sample HTTP app: Deployment + Service with one port named `http`.
+/// Service port of every sample app (to the pods' port `http`, 8080).
+pub const APP_PORT: i32 = 8080;
+
+/// A sample HTTP app: Deployment + Service with one port named `http`, built with the test kit's
+/// builders.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// Namespace.
-    pub namespace: String,
-    /// Name of the Deployment and the Service.
-    pub name: String,
-    /// Initial replicas.
-    pub replicas: i32,
-    /// Time a pod takes to become ready (sim annotation, passed to the echo image as
-    /// `ECHO_STARTUP_DELAY` on real clusters).
-    pub startup_delay: Option<String>,
-    /// Delay added to every response (sim annotation, passed to the echo image as
-    /// `ECHO_RESPONSE_DELAY` on real clusters).
-    pub response_delay: Option<String>,
-    /// Service port.
-    pub port: i32,
+    namespace: String,
+    name: String,
+    deployment: build::DeploymentBuilder,
 }
 
 impl App {
-    /// An app with 0 replicas on Service port 8080.
+    /// An app with 0 replicas on Service port [`APP_PORT`]. The delays are pod annotations,
+    /// which the simulated kubelet reads; on real clusters the downward API hands them to the
+    /// echo image as environment variables (an empty string when the annotation is absent, which
+    /// the image reads as none).
     pub fn new(namespace: &str, name: &str) -> Self {
-        Self {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            replicas: 0,
-            startup_delay: None,
-            response_delay: None,
-            port: 8080,
-        }
-    }
-
-    /// Sets the pods' start-up delay.
-    pub fn startup_delay(mut self, delay: &str) -> Self {
-        self.startup_delay = Some(delay.to_owned());
-        self
-    }
-
-    /// Sets the pods' response delay.
-    pub fn response_delay(mut self, delay: &str) -> Self {
-        self.response_delay = Some(delay.to_owned());
-        self
-    }
-
-    /// Sets the initial replicas.
-    pub fn replicas(mut self, replicas: i32) -> Self {
-        self.replicas = replicas;
-        self
-    }
-
-    /// Applies the Deployment and the Service.
-    pub async fn deploy(&self, tb: &Testbed) -> anyhow::Result<()> {
-        apply::<Deployment>(tb, &self.namespace, &self.name, self.deployment()).await?;
-        apply::<Service>(tb, &self.namespace, &self.name, self.service()).await?;
-        Ok(())
-    }
-
-    /// The Deployment manifest. The delays are pod annotations, which the simulated kubelet
-    /// reads; on real clusters the downward API hands them to the echo image as environment
-    /// variables (an empty string when the annotation is absent, which the image reads as none).
-    pub fn deployment(&self) -> serde_json::Value {
-        let mut annotations = BTreeMap::new();
-        if let Some(d) = &self.startup_delay {
-            annotations.insert(STARTUP_DELAY_ANNOTATION, d.as_str());
-        }
-        if let Some(d) = &self.response_delay {
-            annotations.insert(RESPONSE_DELAY_ANNOTATION, d.as_str());
-        }
         let env = [
             env_from_field("POD_NAME", "metadata.name".into()),
             env_from_field("POD_NAMESPACE", "metadata.namespace".into()),
@@ -143,37 +93,66 @@ impl App {
                 format!("metadata.annotations['{RESPONSE_DELAY_ANNOTATION}']"),
             ),
         ];
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": {
-                "replicas": self.replicas,
-                "selector": {"matchLabels": {"app": self.name}},
-                "template": {
-                    "metadata": {"labels": {"app": self.name}, "annotations": annotations},
-                    "spec": {"containers": [{
-                        "name": "app", "image": echo_image(),
-                        // A kind node has the image only because it was loaded there.
-                        "imagePullPolicy": "IfNotPresent",
-                        "env": env,
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
-                    }]}
-                }
-            }
-        })
+        let deployment = build::deployment(name)
+            .namespace(namespace)
+            .replicas(0)
+            .image(&echo_image())
+            .port("http", 8080)
+            .container(json!({
+                // A kind node has the image only because it was loaded there.
+                "imagePullPolicy": "IfNotPresent",
+                "env": env,
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+            }));
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            deployment,
+        }
+    }
+
+    /// Sets the pods' start-up delay (sim annotation, `ECHO_STARTUP_DELAY` on real clusters).
+    pub fn startup_delay(mut self, delay: &str) -> Self {
+        self.deployment = self
+            .deployment
+            .pod_annotation(STARTUP_DELAY_ANNOTATION, delay);
+        self
+    }
+
+    /// Sets the delay added to every response (sim annotation, `ECHO_RESPONSE_DELAY` on real
+    /// clusters).
+    pub fn response_delay(mut self, delay: &str) -> Self {
+        self.deployment = self
+            .deployment
+            .pod_annotation(RESPONSE_DELAY_ANNOTATION, delay);
+        self
+    }
+
+    /// Sets the initial replicas.
+    pub fn replicas(mut self, replicas: i32) -> Self {
+        self.deployment = self.deployment.replicas(replicas);
+        self
+    }
+
+    /// Applies the Deployment and the Service.
+    pub async fn deploy(&self, tb: &Testbed) -> anyhow::Result<()> {
+        apply::<Deployment>(tb, &self.namespace, &self.name, self.deployment()).await?;
+        apply::<Service>(tb, &self.namespace, &self.name, self.service()).await?;
+        Ok(())
+    }
+
+    /// The Deployment manifest.
+    pub fn deployment(&self) -> serde_json::Value {
+        self.deployment.json()
     }
 
     /// The Service manifest: port `http` to the pods' port `http`.
     pub fn service(&self) -> serde_json::Value {
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": {
-                "selector": {"app": self.name},
-                "ports": [{"name": "http", "port": self.port, "targetPort": "http"}]
-            }
-        })
+        build::service(&self.name)
+            .namespace(&self.namespace)
+            .selector(&self.name)
+            .named_port("http", APP_PORT, json!("http"))
+            .json()
     }
 }
 
@@ -212,27 +191,21 @@ where
     })
 }
 
-/// An HTTPScaledObject manifest for `app` with the given spec additions merged in.
+/// An HTTPScaledObject manifest for `app` (0 to 10 replicas, scaled down after 2 s) with
+/// `extra_spec` merged in (a JSON merge patch: a `null` removes a field).
 pub fn http_scaled_object(
     app: &App,
     hosts: &[&str],
     extra_spec: serde_json::Value,
 ) -> serde_json::Value {
-    let mut spec = json!({
-        "hosts": hosts,
-        "scaleTargetRef": {
-            "name": app.name, "kind": "Deployment", "apiVersion": "apps/v1",
-            "service": app.name, "port": app.port
-        },
-        "replicas": {"min": 0, "max": 10},
-        "scaledownPeriod": 2,
-    });
-    merge(&mut spec, extra_spec);
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-        "metadata": {"name": app.name, "namespace": app.namespace},
-        "spec": spec,
-    })
+    build::http_scaled_object(&app.name)
+        .namespace(&app.namespace)
+        .hosts(hosts)
+        .target(&app.name)
+        .port(APP_PORT)
+        .spec(json!({"replicas": {"min": 0, "max": 10}, "scaledownPeriod": 2}))
+        .spec(extra_spec)
+        .json()
 }
 
 /// Applies an HTTPScaledObject manifest.
@@ -249,22 +222,6 @@ pub async fn apply_http_scaled_object(
         .unwrap_or_default()
         .to_owned();
     apply::<HTTPScaledObject>(tb, &namespace, &name, manifest).await
-}
-
-/// JSON merge of `patch` into `base` (objects merge recursively, anything else replaces).
-pub fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(&k);
-                } else {
-                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p,
-    }
 }
 
 /// The Deployment's `spec.replicas` and `status.readyReplicas`.
@@ -320,6 +277,7 @@ pub async fn wait_scaled_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn the_echo_image_is_a_pinned_published_reference() {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,23 +15,14 @@ use http_add_on_interceptor::counts::Counts;
 use http_add_on_interceptor::metrics::Metrics;
 use http_add_on_interceptor::routes::{self, SyncTargets, Table};
 use http_add_on_sim::{Sim, SimConfig};
+use http_add_on_testkit::process;
 use tokio::sync::{Notify, watch};
 
 /// Runs the `interceptor` binary with only `env` (no kubeconfig: a good configuration stops at
 /// connecting to the API server); returns whether it succeeded and its stderr.
 fn run_binary(env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interceptor"));
-    cmd.env_clear()
-        .env("RUST_LOG", "off")
-        .env("KUBECONFIG", "/nonexistent/kubeconfig");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("interceptor runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let exit = process::run_with_only(env!("CARGO_BIN_EXE_interceptor"), env);
+    (exit.success, exit.stderr)
 }
 
 const PORTS: [(&str, &str); 2] = [

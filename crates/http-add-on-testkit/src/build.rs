@@ -3,197 +3,198 @@
 //! Rust type), `json()` the manifest for tests that add fields the builder does not know.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use http_add_on_types::crd::{HTTPScaledObject, InterceptorRoute};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-/// Merges `extra` into `base`: objects key by key (recursively), anything else replaced.
+/// Merges `extra` into `base` as a JSON merge patch (RFC 7386): objects key by key
+/// (recursively), a `null` removes the key, anything else replaces.
 pub fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(base), Value::Object(extra)) => {
             for (key, value) in extra {
-                merge(base.entry(key).or_insert(Value::Null), value);
+                if value.is_null() {
+                    base.remove(&key);
+                } else {
+                    merge(base.entry(key).or_insert(Value::Null), value);
+                }
             }
         }
         (base, extra) => *base = extra,
     }
 }
 
-fn typed<K: serde::de::DeserializeOwned>(value: Value, kind: &str) -> K {
-    serde_json::from_value(value)
-        .unwrap_or_else(|e| panic!("the builder made an invalid {kind}: {e}"))
-}
-
-fn string_map(pairs: &[(String, String)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
-}
-
-/// A Deployment `name` whose pods are labelled `app: <name>`.
-pub fn deployment(name: &str) -> DeploymentBuilder {
-    DeploymentBuilder {
-        name: name.to_owned(),
-        replicas: 1,
-        image: "sim/echo".to_owned(),
-        ports: Vec::new(),
-        pod_annotations: Vec::new(),
-    }
+/// Builds an object of kind `K` from its manifest: what every builder of this module shares.
+/// The kind's own setters are in `impl Builder<Kind>` blocks.
+#[derive(Debug, Clone)]
+pub struct Builder<K> {
+    manifest: Value,
+    kind: PhantomData<fn() -> K>,
 }
 
 /// Builds a Deployment; see [`deployment`].
-#[derive(Debug, Clone)]
-pub struct DeploymentBuilder {
-    name: String,
-    replicas: i32,
-    image: String,
-    ports: Vec<(String, i32)>,
-    pod_annotations: Vec<(String, String)>,
-}
-
-impl DeploymentBuilder {
-    /// `spec.replicas` (default 1).
-    pub fn replicas(mut self, replicas: i32) -> Self {
-        self.replicas = replicas;
-        self
-    }
-
-    /// The container image (default `sim/echo`).
-    pub fn image(mut self, image: &str) -> Self {
-        self.image = image.to_owned();
-        self
-    }
-
-    /// A named container port.
-    pub fn port(mut self, name: &str, number: i32) -> Self {
-        self.ports.push((name.to_owned(), number));
-        self
-    }
-
-    /// An annotation of the pod template (e.g. the sim's startup or response delay).
-    pub fn pod_annotation(mut self, key: &str, value: &str) -> Self {
-        self.pod_annotations
-            .push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// The manifest.
-    pub fn json(&self) -> Value {
-        let ports: Vec<Value> = self
-            .ports
-            .iter()
-            .map(|(name, number)| json!({ "name": name, "containerPort": number }))
-            .collect();
-        let mut container = json!({ "name": "app", "image": self.image });
-        if !ports.is_empty() {
-            container["ports"] = json!(ports);
-        }
-        let mut template_meta = json!({ "labels": { "app": self.name } });
-        if !self.pod_annotations.is_empty() {
-            template_meta["annotations"] = json!(string_map(&self.pod_annotations));
-        }
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": self.name },
-            "spec": {
-                "replicas": self.replicas,
-                "selector": { "matchLabels": { "app": self.name } },
-                "template": { "metadata": template_meta, "spec": { "containers": [container] } }
-            }
-        })
-    }
-
-    /// The Deployment.
-    pub fn build(&self) -> Deployment {
-        typed(self.json(), "Deployment")
-    }
-}
-
-/// A Service `name` (selectorless until [`ServiceBuilder::selector`]).
-pub fn service(name: &str) -> ServiceBuilder {
-    ServiceBuilder {
-        name: name.to_owned(),
-        selector: None,
-        ports: Vec::new(),
-    }
-}
-
+pub type DeploymentBuilder = Builder<Deployment>;
 /// Builds a Service; see [`service`].
-#[derive(Debug, Clone)]
-pub struct ServiceBuilder {
-    name: String,
-    selector: Option<String>,
-    ports: Vec<Value>,
-}
-
-impl ServiceBuilder {
-    /// Selects the pods labelled `app: <app>`.
-    pub fn selector(mut self, app: &str) -> Self {
-        self.selector = Some(app.to_owned());
-        self
-    }
-
-    /// An unnamed port `port` → `target_port`.
-    pub fn port(mut self, port: i32, target_port: i32) -> Self {
-        self.ports
-            .push(json!({ "port": port, "targetPort": target_port }));
-        self
-    }
-
-    /// A named port with `appProtocol: http` and a numeric or named (`"http"`) target port.
-    pub fn named_port(mut self, name: &str, port: i32, target_port: Value) -> Self {
-        self.ports.push(
-            json!({ "name": name, "port": port, "targetPort": target_port, "appProtocol": "http" }),
-        );
-        self
-    }
-
-    /// The manifest.
-    pub fn json(&self) -> Value {
-        let mut spec = json!({ "ports": self.ports });
-        if let Some(app) = &self.selector {
-            spec["selector"] = json!({ "app": app });
-        }
-        json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": self.name }, "spec": spec })
-    }
-
-    /// The Service.
-    pub fn build(&self) -> Service {
-        typed(self.json(), "Service")
-    }
-}
-
-/// An HTTPScaledObject `name` routing to Deployment and Service `app` port 8080.
-pub fn http_scaled_object(name: &str) -> HttpScaledObjectBuilder {
-    HttpScaledObjectBuilder {
-        manifest: json!({
-            "apiVersion": "http.keda.sh/v1alpha1",
-            "kind": "HTTPScaledObject",
-            "metadata": { "name": name },
-            "spec": {
-                "scaleTargetRef": {
-                    "name": "app", "kind": "Deployment", "apiVersion": "apps/v1",
-                    "service": "app", "port": 8080,
-                },
-            },
-        }),
-    }
-}
-
+pub type ServiceBuilder = Builder<Service>;
 /// Builds an HTTPScaledObject; see [`http_scaled_object`].
-#[derive(Debug, Clone)]
-pub struct HttpScaledObjectBuilder {
-    manifest: Value,
-}
+pub type HttpScaledObjectBuilder = Builder<HTTPScaledObject>;
+/// Builds an InterceptorRoute; see [`interceptor_route`].
+pub type InterceptorRouteBuilder = Builder<InterceptorRoute>;
 
-impl HttpScaledObjectBuilder {
+impl<K> Builder<K>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    fn from_manifest(manifest: Value) -> Self {
+        Self {
+            manifest,
+            kind: PhantomData,
+        }
+    }
+
     /// `metadata.namespace`.
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.manifest["metadata"]["namespace"] = json!(namespace);
         self
     }
 
+    /// Any further `spec` fields, merged in (a `null` removes one).
+    pub fn spec(mut self, extra: Value) -> Self {
+        merge(&mut self.manifest["spec"], extra);
+        self
+    }
+
+    /// The manifest.
+    pub fn json(&self) -> Value {
+        self.manifest.clone()
+    }
+
+    /// The typed object.
+    pub fn build(&self) -> K {
+        serde_json::from_value(self.json())
+            .unwrap_or_else(|e| panic!("the builder made an invalid {}: {e}", K::kind(&())))
+    }
+
+    /// The list at `pointer` (a JSON pointer into the manifest), created when absent.
+    fn list(&mut self, pointer: &str) -> &mut Vec<Value> {
+        let mut node = &mut self.manifest;
+        for key in pointer.split('/').skip(1) {
+            node = match key.parse::<usize>() {
+                Ok(index) => &mut node[index],
+                Err(_) => &mut node[key],
+            };
+        }
+        if node.is_null() {
+            *node = json!([]);
+        }
+        node.as_array_mut().expect("a list in the manifest")
+    }
+}
+
+/// A Deployment `name` whose pods are labelled `app: <name>` and run one container `app`
+/// (image `sim/echo`).
+pub fn deployment(name: &str) -> DeploymentBuilder {
+    Builder::from_manifest(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "app", "image": "sim/echo" }] },
+            },
+        },
+    }))
+}
+
+const CONTAINERS: &str = "/spec/template/spec/containers";
+
+impl DeploymentBuilder {
+    /// `spec.replicas` (default 1).
+    pub fn replicas(mut self, replicas: i32) -> Self {
+        self.manifest["spec"]["replicas"] = json!(replicas);
+        self
+    }
+
+    /// The container image (default `sim/echo`).
+    pub fn image(self, image: &str) -> Self {
+        self.container(json!({ "image": image }))
+    }
+
+    /// A named container port.
+    pub fn port(mut self, name: &str, number: i32) -> Self {
+        self.list(&format!("{CONTAINERS}/0/ports"))
+            .push(json!({ "name": name, "containerPort": number }));
+        self
+    }
+
+    /// Further fields of the container (env, probes, …), merged in.
+    pub fn container(mut self, extra: Value) -> Self {
+        merge(&mut self.list(CONTAINERS)[0], extra);
+        self
+    }
+
+    /// An annotation of the pod template (e.g. the sim's startup or response delay).
+    pub fn pod_annotation(mut self, key: &str, value: &str) -> Self {
+        self.manifest["spec"]["template"]["metadata"]["annotations"][key] = json!(value);
+        self
+    }
+}
+
+/// A Service `name` (selectorless until [`ServiceBuilder::selector`]).
+pub fn service(name: &str) -> ServiceBuilder {
+    Builder::from_manifest(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name },
+        "spec": { "ports": [] },
+    }))
+}
+
+impl ServiceBuilder {
+    /// Selects the pods labelled `app: <app>`.
+    pub fn selector(mut self, app: &str) -> Self {
+        self.manifest["spec"]["selector"] = json!({ "app": app });
+        self
+    }
+
+    /// An unnamed port `port` → `target_port`.
+    pub fn port(mut self, port: i32, target_port: i32) -> Self {
+        self.list("/spec/ports")
+            .push(json!({ "port": port, "targetPort": target_port }));
+        self
+    }
+
+    /// A named port with `appProtocol: http` and a numeric or named (`"http"`) target port.
+    pub fn named_port(mut self, name: &str, port: i32, target_port: Value) -> Self {
+        self.list("/spec/ports").push(
+            json!({ "name": name, "port": port, "targetPort": target_port, "appProtocol": "http" }),
+        );
+        self
+    }
+}
+
+/// An HTTPScaledObject `name` routing to Deployment and Service `app` port 8080.
+pub fn http_scaled_object(name: &str) -> HttpScaledObjectBuilder {
+    Builder::from_manifest(json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": { "name": name },
+        "spec": {
+            "scaleTargetRef": {
+                "name": "app", "kind": "Deployment", "apiVersion": "apps/v1",
+                "service": "app", "port": 8080,
+            },
+        },
+    }))
+}
+
+impl HttpScaledObjectBuilder {
     /// `spec.hosts`.
     pub fn hosts(mut self, hosts: &[&str]) -> Self {
         self.manifest["spec"]["hosts"] = json!(hosts);
@@ -207,37 +208,23 @@ impl HttpScaledObjectBuilder {
     }
 
     /// The target Deployment and Service (both `name`).
-    pub fn target(mut self, name: &str) -> Self {
-        let target = &mut self.manifest["spec"]["scaleTargetRef"];
-        target["name"] = json!(name);
-        target["service"] = json!(name);
-        self
+    pub fn target(self, name: &str) -> Self {
+        self.spec(json!({ "scaleTargetRef": { "name": name, "service": name } }))
     }
 
     /// The target Service alone.
-    pub fn service(mut self, service: &str) -> Self {
-        self.manifest["spec"]["scaleTargetRef"]["service"] = json!(service);
-        self
+    pub fn service(self, service: &str) -> Self {
+        self.spec(json!({ "scaleTargetRef": { "service": service } }))
     }
 
     /// The Service port by number.
-    pub fn port(mut self, port: i32) -> Self {
-        let target = self.manifest["spec"]["scaleTargetRef"]
-            .as_object_mut()
-            .expect("scaleTargetRef is an object");
-        target.remove("portName");
-        target.insert("port".into(), json!(port));
-        self
+    pub fn port(self, port: i32) -> Self {
+        self.spec(json!({ "scaleTargetRef": { "port": port, "portName": null } }))
     }
 
     /// The Service port by name.
-    pub fn port_name(mut self, port_name: &str) -> Self {
-        let target = self.manifest["spec"]["scaleTargetRef"]
-            .as_object_mut()
-            .expect("scaleTargetRef is an object");
-        target.remove("port");
-        target.insert("portName".into(), json!(port_name));
-        self
+    pub fn port_name(self, port_name: &str) -> Self {
+        self.spec(json!({ "scaleTargetRef": { "port": null, "portName": port_name } }))
     }
 
     /// `metadata.annotations` entries.
@@ -249,53 +236,23 @@ impl HttpScaledObjectBuilder {
         );
         self
     }
-
-    /// Any further `spec` fields, merged in.
-    pub fn spec(mut self, extra: Value) -> Self {
-        merge(&mut self.manifest["spec"], extra);
-        self
-    }
-
-    /// The manifest.
-    pub fn json(&self) -> Value {
-        self.manifest.clone()
-    }
-
-    /// The HTTPScaledObject.
-    pub fn build(&self) -> HTTPScaledObject {
-        typed(self.json(), "HTTPScaledObject")
-    }
 }
 
 /// An InterceptorRoute `name` to Service `web` port 80, scaled by concurrency 10.
 pub fn interceptor_route(name: &str) -> InterceptorRouteBuilder {
-    InterceptorRouteBuilder {
-        manifest: json!({
-            "apiVersion": "http.keda.sh/v1beta1",
-            "kind": "InterceptorRoute",
-            "metadata": { "name": name },
-            "spec": {
-                "target": { "service": "web", "port": 80 },
-                "rules": [],
-                "scalingMetric": { "concurrency": { "targetValue": 10 } },
-            },
-        }),
-    }
-}
-
-/// Builds an InterceptorRoute; see [`interceptor_route`].
-#[derive(Debug, Clone)]
-pub struct InterceptorRouteBuilder {
-    manifest: Value,
+    Builder::from_manifest(json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": { "name": name },
+        "spec": {
+            "target": { "service": "web", "port": 80 },
+            "rules": [],
+            "scalingMetric": { "concurrency": { "targetValue": 10 } },
+        },
+    }))
 }
 
 impl InterceptorRouteBuilder {
-    /// `metadata.namespace`.
-    pub fn namespace(mut self, namespace: &str) -> Self {
-        self.manifest["metadata"]["namespace"] = json!(namespace);
-        self
-    }
-
     /// A rule matching these hosts.
     pub fn hosts(self, hosts: &[&str]) -> Self {
         self.rule(json!({ "hosts": hosts }))
@@ -303,10 +260,7 @@ impl InterceptorRouteBuilder {
 
     /// A rule as written in the manifest.
     pub fn rule(mut self, rule: Value) -> Self {
-        self.manifest["spec"]["rules"]
-            .as_array_mut()
-            .expect("rules is a list")
-            .push(rule);
+        self.list("/spec/rules").push(rule);
         self
     }
 
@@ -321,22 +275,6 @@ impl InterceptorRouteBuilder {
         self.manifest["spec"]["scalingMetric"] = metric;
         self
     }
-
-    /// Any further `spec` fields, merged in.
-    pub fn spec(mut self, extra: Value) -> Self {
-        merge(&mut self.manifest["spec"], extra);
-        self
-    }
-
-    /// The manifest.
-    pub fn json(&self) -> Value {
-        self.manifest.clone()
-    }
-
-    /// The InterceptorRoute.
-    pub fn build(&self) -> InterceptorRoute {
-        typed(self.json(), "InterceptorRoute")
-    }
 }
 
 #[cfg(test)]
@@ -347,16 +285,21 @@ mod tests {
     #[test]
     fn builders_make_valid_typed_objects() {
         let deploy = deployment("web")
+            .namespace("apps")
             .replicas(2)
             .port("http", 8080)
+            .container(json!({ "imagePullPolicy": "IfNotPresent" }))
             .pod_annotation("a", "b")
             .build();
+        assert_eq!(deploy.namespace().as_deref(), Some("apps"));
         let spec = deploy.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let template = spec.template;
         assert_eq!(template.metadata.unwrap().annotations.unwrap()["a"], "b");
-        let ports = template.spec.unwrap().containers[0].ports.clone().unwrap();
-        assert_eq!(ports[0].container_port, 8080);
+        let container = template.spec.unwrap().containers[0].clone();
+        assert_eq!(container.ports.unwrap()[0].container_port, 8080);
+        assert_eq!(container.image.as_deref(), Some("sim/echo"));
+        assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
 
         let svc = service("web").selector("web").port(80, 8080).build();
         assert_eq!(svc.spec.unwrap().selector.unwrap()["app"], "web");
@@ -376,5 +319,12 @@ mod tests {
             .target("svc", 8080)
             .build();
         assert_eq!(route.spec.rules.len(), 1);
+    }
+
+    #[test]
+    fn merge_is_a_json_merge_patch() {
+        let mut base = json!({ "a": { "b": 1, "c": 2 }, "d": [1] });
+        merge(&mut base, json!({ "a": { "b": null, "e": 3 }, "d": [2] }));
+        assert_eq!(base, json!({ "a": { "c": 2, "e": 3 }, "d": [2] }));
     }
 }

@@ -2,12 +2,14 @@
 //! condition with a deadline, never a sleep), typed builders for the objects tests create
 //! ([`build`]), one loopback HTTP test backend ([`backend::TestBackend`]) and one cluster
 //! fixture, the simulated cluster with the add-on's CRDs (`cluster::Cluster`, with the feature
-//! `sim`; the e2e suite, which starts the sim as a process, goes without it).
+//! `sim`; the e2e suite, which starts the sim as a process, goes without it), and a binary run
+//! with only the environment a start-up test names ([`process::run_with_only`]).
 
 pub mod backend;
 pub mod build;
 #[cfg(feature = "sim")]
 pub mod cluster;
+pub mod process;
 pub mod wait;
 
 pub use backend::TestBackend;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use http_add_on_testkit::build;
 use http_add_on_types::crd::generated_crds;
 use http_add_on_types::crd::http_scaled_object::HTTPScaledObject;
 use http_add_on_types::crd::interceptor_route::{InterceptorRoute, ProxyMode, ResponseMode};
@@ -16,8 +17,13 @@ fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
 /// Serialises `obj` and checks every field of the original manifest survived unchanged.
 fn assert_round_trip<T: serde::Serialize>(manifest: &str, obj: &T) {
     let original: Value = serde_yaml::from_str(manifest).unwrap();
+    assert_json_round_trip(&original, obj);
+}
+
+/// [`assert_round_trip`] of a manifest that is already JSON.
+fn assert_json_round_trip<T: serde::Serialize>(original: &Value, obj: &T) {
     let back = serde_json::to_value(obj).unwrap();
-    assert_contains(&back, &original, "");
+    assert_contains(&back, original, "");
 }
 
 fn assert_contains(actual: &Value, expected: &Value, path: &str) {
@@ -39,22 +45,6 @@ fn assert_contains(actual: &Value, expected: &Value, path: &str) {
         _ => assert_eq!(actual, expected, "{path} changed in round trip"),
     }
 }
-
-const MINIMAL_HSO: &str = r#"
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata:
-  name: xkcd
-  namespace: default
-spec:
-  hosts: [myhost.com]
-  scaleTargetRef:
-    name: xkcd
-    kind: Deployment
-    apiVersion: apps/v1
-    service: xkcd
-    port: 8080
-"#;
 
 const FULL_HSO: &str = r#"
 apiVersion: http.keda.sh/v1alpha1
@@ -98,12 +88,17 @@ spec:
 
 #[test]
 fn minimal_http_scaled_object_round_trips() {
-    let hso: HTTPScaledObject = from_yaml(MINIMAL_HSO);
+    let manifest = build::http_scaled_object("xkcd")
+        .namespace("default")
+        .hosts(&["myhost.com"])
+        .target("xkcd")
+        .json();
+    let hso: HTTPScaledObject = serde_json::from_value(manifest.clone()).unwrap();
     assert_eq!(hso.spec.hosts, ["myhost.com"]);
     assert_eq!(hso.spec.scale_target_ref.port, Some(8080));
     assert_eq!(hso.spec.scale_target_ref.port_name, None);
     assert_eq!(hso.spec.replicas, None);
-    assert_round_trip(MINIMAL_HSO, &hso);
+    assert_json_round_trip(&manifest, &hso);
 }
 
 #[test]
@@ -246,20 +241,16 @@ fn full_interceptor_route_round_trips() {
 
 #[test]
 fn minimal_interceptor_route_round_trips() {
-    let manifest = r#"
-apiVersion: http.keda.sh/v1beta1
-kind: InterceptorRoute
-metadata: {name: web}
-spec:
-  target: {service: web, port: 80}
-  scalingMetric:
-    requestRate: {targetValue: 100}
-"#;
-    let ir: InterceptorRoute = from_yaml(manifest);
+    // The kit's smallest route without its (empty) rules: they default to none.
+    let manifest = build::interceptor_route("web")
+        .spec(json!({"rules": null}))
+        .scaling_metric(json!({"requestRate": {"targetValue": 100}}))
+        .json();
+    let ir: InterceptorRoute = serde_json::from_value(manifest.clone()).unwrap();
     assert!(ir.spec.rules.is_empty());
     let rate = ir.spec.scaling_metric.request_rate.as_ref().unwrap();
     assert_eq!(rate.target_value, 100);
-    assert_round_trip(manifest, &ir);
+    assert_json_round_trip(&manifest, &ir);
 }
 
 // ----- schema contents ---------------------------------------------------------------------

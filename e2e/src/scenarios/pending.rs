@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
+use http_add_on_testkit::build;
 use http_add_on_types::crd::{InterceptorRoute, ScaledObject};
 use serde_json::json;
 
@@ -30,7 +31,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 pub(crate) fn limited_route(ns: &str, host: &str) -> [serde_json::Value; 2] {
     let [mut route, scaled_object] =
         user_route(ns, host, json!({"concurrency": {"targetValue": 10}}), 1, 1);
-    app::merge(
+    build::merge(
         &mut route,
         json!({"spec": {"coldStart": {"maxPendingRequests": LIMIT, "overflow": "Reject"}}}),
     );

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use http_add_on_testkit::build;
 use http_add_on_types::crd::HTTPScaledObject;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -42,7 +43,7 @@ async fn routed_app(
     let app = App::new(ns, name).replicas(1);
     app.deploy(tb).await?;
     let mut extra = json!({"replicas": {"min": 1, "max": 2}});
-    app::merge(&mut extra, spec);
+    build::merge(&mut extra, spec);
     app::apply_http_scaled_object(tb, app::http_scaled_object(&app, hosts, extra)).await?;
     wait_route_known(tb, &format!("{ns}/{name}")).await?;
     Ok(())

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
+use http_add_on_testkit::build;
 use http_add_on_types::crd::{InterceptorRoute, ScaledObject};
 use serde_json::json;
 
@@ -153,15 +154,12 @@ pub(crate) fn user_route(
     max: i32,
     polling: i32,
 ) -> [serde_json::Value; 2] {
-    let route = json!({
-        "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
-        "metadata": {"name": "app", "namespace": ns},
-        "spec": {
-            "target": {"service": "app", "portName": "http"},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": metrics
-        }
-    });
+    let route = build::interceptor_route("app")
+        .namespace(ns)
+        .hosts(&[host])
+        .spec(json!({"target": {"service": "app", "port": null, "portName": "http"}}))
+        .scaling_metric(metrics)
+        .json();
     let scaled_object = json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": "app", "namespace": ns},
