@@ -1052,3 +1052,92 @@ async fn scaled_objects_are_checked_against_kedas_schema() {
     assert_eq!(stored.data["spec"], operators);
     sim.shutdown().await;
 }
+
+/// The HorizontalPodAutoscalers of namespace `default`.
+fn hpas(cluster: &Cluster) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        cluster.sim.client(),
+        "default",
+        &kube::api::ApiResource::erase::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(
+            &(),
+        ),
+    )
+}
+
+/// The HPA's target, as the stand-in wrote it (`spec.metrics[0].external.target.averageValue`).
+async fn hpa_target(cluster: &Cluster, name: &str) -> Option<String> {
+    let hpa = hpas(cluster).get_opt(name).await.unwrap()?;
+    hpa.data
+        .pointer("/spec/metrics/0/external/target/averageValue")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hpa_keeps_its_metric_specs_until_its_annotations_change() {
+    let cluster = Cluster::start().await;
+    cluster.scaler.set_active(true);
+    cluster.scaler.set_value(250);
+    cluster.create_deployment("app", 1).await;
+    cluster
+        .create_scaled_object(
+            "app",
+            json!({
+                "scaleTargetRef": {"name": "app"},
+                "pollingInterval": 1,
+                "triggers": trigger("external-push"),
+            }),
+        )
+        .await;
+    // Built from GetMetricSpec: 250 / 100 per replica → 3; status names the HPA.
+    let (replicas, _) = cluster.wait_replicas("app", |r| r != 1).await;
+    assert_eq!(replicas, 3);
+    let status = cluster
+        .wait_status("app", |s| s["hpaName"].is_string())
+        .await;
+    assert_eq!(status["hpaName"], "keda-hpa-app");
+    assert_eq!(
+        hpa_target(&cluster, "keda-hpa-app").await.as_deref(),
+        Some("100")
+    );
+    // The scaler now answers another target; KEDA does not ask again on its own.
+    cluster.scaler.target.store(50, Ordering::SeqCst);
+    cluster.wait_polls(3).await;
+    assert_eq!(
+        cluster.replicas("app").await,
+        3,
+        "the HPA still divides by 100"
+    );
+    assert_eq!(
+        hpa_target(&cluster, "keda-hpa-app").await.as_deref(),
+        Some("100")
+    );
+    // An annotation on the HPA makes KEDA rebuild it from the specs: 250 / 50 → 5.
+    let hpas = hpas(&cluster);
+    let patch = json!({"metadata": {"annotations": {"example.com/touched": "1"}}});
+    hpas.patch(
+        "keda-hpa-app",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let (replicas, _) = cluster.wait_replicas("app", |r| r != 3).await;
+    assert_eq!(replicas, 5);
+    assert_eq!(
+        hpa_target(&cluster, "keda-hpa-app").await.as_deref(),
+        Some("50")
+    );
+    // The HPA belongs to the ScaledObject: deleting it takes the HPA along.
+    cluster
+        .scaled_objects
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while hpas.get_opt("keda-hpa-app").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the HPA is garbage-collected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.shutdown().await;
+}

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -142,6 +143,7 @@ fn builtins() -> &'static Builtins {
             Deployment,
             ReplicaSet,
             StatefulSet,
+            HorizontalPodAutoscaler,
             EventsV1,
             EndpointSlice,
             Lease,

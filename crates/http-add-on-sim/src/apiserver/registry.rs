@@ -293,6 +293,16 @@ impl Registry {
                 .with_short(&["sts"])
                 .with_all()
                 .with_replicas_scale(),
+            T::builtin(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+                true,
+            )
+            .with_status()
+            .with_short(&["hpa"])
+            .with_all(),
             T::builtin("events.k8s.io", "v1", "events", "Event", true).with_short(&["ev"]),
             T::builtin(
                 "discovery.k8s.io",

@@ -10,6 +10,13 @@
 //! The HPA's "current replicas" is the target's `spec.replicas` (from `/scale`), not the count
 //! of ready pods.
 //!
+//! Each ScaledObject gets its HorizontalPodAutoscaler object (`keda-hpa-<name>`, owned by the
+//! ScaledObject, named in `status.hpaName`) built from the scalers' `GetMetricSpec` answers.
+//! As with KEDA, the metric names and targets are read again only when the HPA is rebuilt: the
+//! ScaledObject's spec changed, or the HPA's labels or annotations did (KEDA's controller
+//! watches its HPAs with those predicates), or it was deleted. Between rebuilds `GetMetrics`
+//! is asked for the metrics the HPA holds.
+//!
 //! Not modelled: non-external trigger types (a ScaledObject with one is reported `Ready=False`
 //! and left alone), fallback, paused annotations, idle replicas, HPA scaling policies (scale-up
 //! is immediate), a finalizer (the original replica count is restored when the deletion is
@@ -17,6 +24,7 @@
 
 pub mod autoscaler;
 pub mod crd;
+mod hpa;
 mod scaled_object;
 mod scaler_client;
 pub mod spec;

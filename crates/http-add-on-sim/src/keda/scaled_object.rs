@@ -4,16 +4,20 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Resolver;
-use super::autoscaler::{Autoscaler, MetricReading, ScaleDecision};
+use super::autoscaler::{Autoscaler, MetricReading, ScaleDecision, float_or_int};
+use super::hpa::{self, HpaMetric};
 use super::scaler_client::{ScalerConn, TriggerPoll};
 use super::spec::{ScalingConfig, TriggerMode, scaled_object_resource};
 use super::status::{
@@ -101,6 +105,12 @@ struct Loop {
     status_retry_at: Option<Instant>,
     metric_names: Vec<String>,
     written_status: Option<ScaledObjectStatus>,
+    /// The ScaledObject as this loop started with it (the HPA's owner).
+    object: DynamicObject,
+    hpa_api: Api<DynamicObject>,
+    hpa_name: String,
+    /// The metrics last written to the HPA (`None` until it exists).
+    hpa_metrics: Option<Vec<HpaMetric>>,
 }
 
 impl Loop {
@@ -131,6 +141,44 @@ impl Loop {
             original_replica_count: self.carry.original_replicas,
             last_active_time: self.carry.last_active.map(|t| format!("{t:.0}")),
             external_metric_names: self.metric_names.clone(),
+            hpa_name: self.hpa_metrics.is_some().then(|| self.hpa_name.clone()),
+        }
+    }
+
+    /// Writes the HPA when the metric specs it is built from were (re)read and differ from
+    /// what it holds; until every trigger's specs are known there is nothing to build.
+    async fn sync_hpa<R: Resolver>(&mut self, conns: &[ScalerConn<R>]) {
+        let Some(config) = &self.config else {
+            return;
+        };
+        let mut metrics = Vec::new();
+        for (conn, trigger) in conns.iter().zip(&config.triggers) {
+            let Some(specs) = conn.specs() else {
+                return;
+            };
+            metrics.extend(specs.iter().map(|spec| HpaMetric {
+                name: format!("s{}-{}", trigger.index, spec.metric_name),
+                target: float_or_int(spec.target_size, spec.target_size_float),
+                kind: trigger.metric_target,
+            }));
+        }
+        if self.hpa_metrics.as_ref() == Some(&metrics) {
+            return;
+        }
+        let object = hpa::object(&self.object, &self.hpa_name, config, &metrics);
+        let params = PatchParams::apply(hpa::FIELD_MANAGER).force();
+        match self
+            .hpa_api
+            .patch(&self.hpa_name, &params, &Patch::Apply(&object))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(namespace = %self.namespace, name = %self.name, hpa = %self.hpa_name, metrics = ?metrics.iter().map(|m| &m.name).collect::<Vec<_>>(), "HPA built from the scalers' metric specs");
+                self.hpa_metrics = Some(metrics);
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %self.namespace, name = %self.name, %error, "cannot write the HPA");
+            }
         }
     }
 
@@ -304,6 +352,10 @@ pub(crate) async fn run_scaled_object<R: Resolver>(
         status_retry_at: None,
         metric_names: Vec::new(),
         written_status: None,
+        hpa_api: Api::namespaced_with(ctx.client.clone(), &namespace, &hpa::resource()),
+        hpa_name: hpa::name_for(&name, &spec),
+        hpa_metrics: None,
+        object: obj.clone(),
         name,
         namespace,
     };
@@ -369,6 +421,13 @@ pub(crate) async fn run_scaled_object<R: Resolver>(
     let mut idle_conns = Some(conns);
     let mut poll: Option<PollFuture<R>> = None;
     let mut handled_deadline: Option<Instant> = None;
+    // KEDA rebuilds the HPA (reading the metric specs again) when its labels or annotations
+    // change, and re-creates it when it is deleted.
+    let hpa_watch = watcher::Config::default().fields(&format!("metadata.name={}", lp.hpa_name));
+    let mut hpa_events =
+        std::pin::pin!(watcher::watcher(lp.hpa_api.clone(), hpa_watch).default_backoff());
+    let mut hpa_seen = None;
+    let mut rebuild = false;
     let reason = loop {
         let deadline = lp
             .autoscaler
@@ -396,11 +455,32 @@ pub(crate) async fn run_scaled_object<R: Resolver>(
             }
             (conns, started, polls) = next_poll(&mut poll) => {
                 poll = None;
+                lp.sync_hpa(&conns).await;
                 idle_conns = Some(conns);
                 lp.on_poll(started, polls).await;
             }
+            Some(event) = hpa_events.next() => match event {
+                Ok(Event::Apply(object) | Event::InitApply(object)) => {
+                    let seen = hpa::watched_metadata(&object);
+                    if hpa_seen.as_ref().is_some_and(|s| *s != seen) {
+                        tracing::info!(namespace = %lp.namespace, name = %lp.name, hpa = %lp.hpa_name, "HPA labels or annotations changed: rebuilding it");
+                        rebuild = true;
+                    }
+                    hpa_seen = Some(seen);
+                }
+                Ok(Event::Delete(_)) => {
+                    hpa_seen = None;
+                    lp.hpa_metrics = None;
+                    rebuild = true;
+                }
+                Ok(Event::Init | Event::InitDone) => {}
+                Err(error) => tracing::debug!(namespace = %lp.namespace, name = %lp.name, %error, "watching the HPA failed; retrying"),
+            },
             _ = ticker.tick(), if idle_conns.is_some() => {
-                if let Some(conns) = idle_conns.take() {
+                if let Some(mut conns) = idle_conns.take() {
+                    if std::mem::take(&mut rebuild) {
+                        conns.iter_mut().for_each(ScalerConn::forget_specs);
+                    }
                     poll = Some(Box::pin(poll_all(conns)));
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_add_on_types::proto::externalscaler::external_scaler_client::ExternalScalerClient;
-use http_add_on_types::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
+use http_add_on_types::proto::externalscaler::{GetMetricsRequest, MetricSpec, ScaledObjectRef};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
@@ -50,7 +50,7 @@ pub enum ScalerError {
 pub(crate) struct TriggerPoll {
     /// `IsActive`.
     pub active: Result<bool, ScalerError>,
-    /// `GetMetricSpec` + `GetMetrics`.
+    /// `GetMetrics` for the metrics of the HPA (read by `GetMetricSpec` when it was built).
     pub metrics: Result<Vec<MetricReading>, ScalerError>,
 }
 
@@ -66,6 +66,9 @@ pub(crate) struct ScalerConn<R> {
     metric_target: MetricTarget,
     scaled_object_ref: ScaledObjectRef,
     client: Option<ExternalScalerClient<Channel>>,
+    /// The metric specs the HPA was built from: read by `GetMetricSpec` once, then kept until
+    /// [`ScalerConn::forget_specs`] (KEDA re-reads them only when it rebuilds the HPA).
+    specs: Option<Vec<MetricSpec>>,
 }
 
 async fn timed<T>(call: impl Future<Output = Result<T, tonic::Status>>) -> Result<T, ScalerError> {
@@ -93,7 +96,18 @@ impl<R: Resolver> ScalerConn<R> {
                 scaler_metadata,
             },
             client: None,
+            specs: None,
         }
+    }
+
+    /// The metric specs the HPA holds, once read.
+    pub fn specs(&self) -> Option<&[MetricSpec]> {
+        self.specs.as_deref()
+    }
+
+    /// Drops the HPA's metric specs: the next poll reads them again (KEDA rebuilding the HPA).
+    pub fn forget_specs(&mut self) {
+        self.specs = None;
     }
 
     async fn client(&mut self) -> Result<ExternalScalerClient<Channel>, ScalerError> {
@@ -134,10 +148,17 @@ impl<R: Resolver> ScalerConn<R> {
 
     async fn metrics(&mut self) -> Result<Vec<MetricReading>, ScalerError> {
         let mut client = self.client().await?;
-        let specs = timed(client.get_metric_spec(self.scaled_object_ref.clone()))
-            .await?
-            .into_inner()
-            .metric_specs;
+        let specs = match &self.specs {
+            Some(specs) => specs.clone(),
+            None => {
+                let specs = timed(client.get_metric_spec(self.scaled_object_ref.clone()))
+                    .await?
+                    .into_inner()
+                    .metric_specs;
+                self.specs = Some(specs.clone());
+                specs
+            }
+        };
         let mut readings = Vec::with_capacity(specs.len());
         for spec in specs {
             let request = GetMetricsRequest {

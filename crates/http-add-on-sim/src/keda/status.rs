@@ -57,6 +57,9 @@ pub struct ScaledObjectStatus {
     /// `s<trigger index>-<metric name>` of every metric.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub external_metric_names: Vec<String>,
+    /// Name of the HPA built for the ScaledObject.
+    #[serde(rename = "hpaName", skip_serializing_if = "Option::is_none")]
+    pub hpa_name: Option<String>,
 }
 
 /// `status.scaleTargetGVKR`.
