@@ -251,8 +251,10 @@ const NON_RESOURCE: &str = "(non-resource URL)";
 ///   cluster-wide, `interceptor.rules`): reflectors (list, watch) on HTTPScaledObjects,
 ///   InterceptorRoutes, Services, EndpointSlices and ConfigMaps (labelled response bodies).
 /// - scaler (`crates/http-add-on-scaler`): reflectors on every HTTPScaledObject and
-///   InterceptorRoute, cluster-wide (`scaler.rules`), and a watcher on the EndpointSlices of
-///   the interceptors' admin Service in the add-on's namespace (`scaler.namespaceRules`).
+///   InterceptorRoute, cluster-wide (`scaler.rules`), the ScaledObjects KEDA asks about read
+///   (`get_opt`) and their HPAs' metadata read and patched (`src/hpa.rs`: get, patch), and a
+///   watcher on the EndpointSlices of the interceptors' admin Service in the add-on's
+///   namespace (`scaler.namespaceRules`).
 ///
 /// The operator's TokenReviews and SubjectAccessReviews (checking metrics scrapers' tokens)
 /// are granted by binding the built-in `system:auth-delegator`, as upstream's
@@ -315,9 +317,18 @@ fn rbac_allow_list() -> BTreeMap<&'static str, BTreeSet<Permission>> {
         ),
         (
             "scaler.rules",
-            each(keda_http, &routes, &["list", "watch"])
-                .into_iter()
-                .collect(),
+            [
+                each(keda_http, &routes, &["list", "watch"]),
+                each("keda.sh", &["scaledobjects"], &["get"]),
+                each(
+                    "autoscaling",
+                    &["horizontalpodautoscalers"],
+                    &["get", "patch"],
+                ),
+            ]
+            .concat()
+            .into_iter()
+            .collect(),
         ),
         (
             "scaler.namespaceRules",
@@ -1081,7 +1092,11 @@ mod tests {
             text.push_str("rules:\n  {{- include \"scaler.rules\" . | nindent 2 }}\n");
             vec![("t.tpl".to_owned(), text)]
         };
-        let exact = "- apiGroups: [\"http.keda.sh\"]\n  resources: [\"httpscaledobjects\", \"interceptorroutes\"]\n  verbs: [\"list\", \"watch\"]\n";
+        let exact = concat!(
+            "- apiGroups: [\"http.keda.sh\"]\n  resources: [\"httpscaledobjects\", \"interceptorroutes\"]\n  verbs: [\"list\", \"watch\"]\n",
+            "- apiGroups: [\"keda.sh\"]\n  resources: [\"scaledobjects\"]\n  verbs: [\"get\"]\n",
+            "- apiGroups: [\"autoscaling\"]\n  resources: [\"horizontalpodautoscalers\"]\n  verbs: [\"get\", \"patch\"]\n",
+        );
         assert_eq!(rbac_problems(&template(exact)), Vec::<String>::new());
 
         let more = exact.replace("\"watch\"]", "\"watch\", \"delete\"]");

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::counts::Counts;
+use crate::hpa::HpaMarks;
 use crate::metrics::Metrics;
 use crate::naming::{
     HTTP_SCALED_OBJECT_KEY, INTERCEPTOR_ROUTE_KEY, INTERCEPTOR_TARGET_PENDING_REQUESTS_KEY,
@@ -35,6 +36,7 @@ pub struct ScalerService {
     metrics: Arc<Metrics>,
     stream_interval: Duration,
     push_activation: bool,
+    marks: Option<Arc<HpaMarks>>,
 }
 
 /// What a ScaledObject's trigger metadata asks about.
@@ -70,6 +72,19 @@ impl ScalerService {
             metrics,
             stream_interval,
             push_activation: true,
+            marks: None,
+        }
+    }
+
+    /// Records every ScaledObject KEDA asks about in `marks` (to keep their HPAs current).
+    pub fn with_hpa_marks(mut self, marks: Arc<HpaMarks>) -> Self {
+        self.marks = Some(marks);
+        self
+    }
+
+    fn heard(&self, sor: &ScaledObjectRef) {
+        if let Some(marks) = &self.marks {
+            marks.heard(sor);
         }
     }
 
@@ -153,7 +168,8 @@ impl ScalerService {
         )))
     }
 
-    fn metric_spec(&self, sor: &ScaledObjectRef) -> Result<GetMetricSpecResponse, Status> {
+    /// The `GetMetricSpec` answer for `sor`.
+    pub fn metric_spec(&self, sor: &ScaledObjectRef) -> Result<GetMetricSpecResponse, Status> {
         let specs = match self.resolve(sor)? {
             Subject::HttpScaledObject {
                 namespace,
@@ -325,11 +341,16 @@ type ActivityStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>
 
 #[tonic::async_trait]
 impl ExternalScaler for ScalerService {
+    #[tracing::instrument(name = "IsActive", skip_all, fields(
+        scaled_object.namespace = %request.get_ref().namespace,
+        scaled_object.name = %request.get_ref().name,
+    ))]
     async fn is_active(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
         let sor = request.into_inner();
+        self.heard(&sor);
         let (_, result) = self
             .evaluate(&sor)
             .inspect_err(|s| log_error("IsActive", &sor, s))?;
@@ -343,6 +364,7 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let sor = request.into_inner();
+        self.heard(&sor);
         // Bad metadata or an unknown route fail the call itself.
         let (_, first) = match self.evaluate(&sor) {
             Ok(v) => (v.0, Some(v.1)),
@@ -358,22 +380,31 @@ impl ExternalScaler for ScalerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    #[tracing::instrument(name = "GetMetricSpec", skip_all, fields(
+        scaled_object.namespace = %request.get_ref().namespace,
+        scaled_object.name = %request.get_ref().name,
+    ))]
     async fn get_metric_spec(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let sor = request.into_inner();
+        self.heard(&sor);
         self.metric_spec(&sor)
             .inspect_err(|s| log_error("GetMetricSpec", &sor, s))
             .map(Response::new)
     }
 
+    #[tracing::instrument(name = "GetMetrics", skip_all, fields(
+        metric = %request.get_ref().metric_name,
+    ))]
     async fn get_metrics(
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
         let request = request.into_inner();
         let sor = request.scaled_object_ref.unwrap_or_default();
+        self.heard(&sor);
         let metric_values = self
             .evaluate(&sor)
             .and_then(|(values, _)| select_metric(values, &request.metric_name))

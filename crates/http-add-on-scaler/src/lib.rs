@@ -9,6 +9,7 @@ pub mod config;
 pub mod counts;
 pub mod discovery;
 pub mod grpc;
+pub mod hpa;
 pub mod interceptors;
 pub mod metrics;
 pub mod naming;
@@ -54,6 +55,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The OTLP metrics push could not start.
+    #[error(transparent)]
+    Telemetry(#[from] http_add_on_types::telemetry::TelemetryError),
 }
 
 /// Result with the scaler's [`Error`].
@@ -68,6 +72,8 @@ pub struct RunningScaler {
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<Result<()>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The OTLP metrics push (traces are the process's: see `main`).
+    telemetry: Option<http_add_on_types::telemetry::Telemetry>,
 }
 
 impl RunningScaler {
@@ -115,6 +121,9 @@ impl RunningScaler {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        if let Some(telemetry) = self.telemetry.take() {
+            telemetry.shutdown().await;
+        }
         result
     }
 }
@@ -133,6 +142,8 @@ impl Drop for RunningScaler {
 
 /// How often state of deleted routes is looked for.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the HPAs of known ScaledObjects are checked against their routes' metric specs.
+const HPA_MARK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Every `interval`, forgets the counts and metric series of routes whose HTTPScaledObject or
 /// InterceptorRoute is gone and that are idle, so deleted routes do not accumulate.
@@ -193,6 +204,18 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
 
     let counts = Arc::new(Counts::new(config.stale_after()));
     let metrics = Arc::new(metrics::Metrics::new());
+    // The same series as `/metrics`, pushed over OTLP when enabled.
+    let telemetry = http_add_on_types::telemetry::Telemetry::start(
+        metrics::SERVICE_NAME,
+        &http_add_on_types::telemetry::OtelConfig {
+            traces_enabled: false,
+            ..config.otel.clone()
+        },
+        Some({
+            let metrics = metrics.clone();
+            Arc::new(move || metrics.encode())
+        }),
+    )?;
     let mut tasks = Vec::new();
 
     let (endpoints_tx, endpoints_rx) = watch::channel(discovery::Endpoints::new());
@@ -210,7 +233,7 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
     };
     tasks.push(tokio::spawn(fetchers.supervise(endpoints_rx)));
 
-    let (route_specs, reflectors) = routes::RouteSpecs::start(client);
+    let (route_specs, reflectors) = routes::RouteSpecs::start(client.clone());
     tasks.push(reflectors);
     tasks.push(tokio::spawn(prune_routes(
         counts.clone(),
@@ -250,9 +273,17 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let marks = Arc::new(hpa::HpaMarks::default());
     let service =
         grpc::ScalerService::new(counts.clone(), route_specs, metrics, config.stream_interval)
-            .with_push_activation(config.push_activation);
+            .with_push_activation(config.push_activation)
+            .with_hpa_marks(marks.clone());
+    let answers = service.clone();
+    tasks.push(tokio::spawn(marks.run(
+        client,
+        move |sor| answers.metric_spec(sor).ok(),
+        HPA_MARK_INTERVAL,
+    )));
     let (stop, mut stopped) = watch::channel(false);
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -275,6 +306,7 @@ pub async fn start(config: Config, client: kube::Client) -> Result<RunningScaler
         stop,
         server: Some(server),
         tasks,
+        telemetry: Some(telemetry),
     })
 }
 

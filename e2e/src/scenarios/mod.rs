@@ -2,6 +2,7 @@
 
 mod basics;
 mod ingress_check;
+mod metric_change;
 pub(crate) mod pending;
 mod resilience;
 mod routing;
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(routing::scenarios());
     all.extend(validation::scenarios());
     all.extend(scaling::scenarios());
+    all.extend(metric_change::scenarios());
     all.extend(ingress_check::scenarios());
     all.extend(pending::scenarios());
     all.extend(resilience::scenarios());

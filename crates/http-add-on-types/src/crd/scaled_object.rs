@@ -103,4 +103,7 @@ pub struct ScaledObjectStatus {
     /// Replica count of the workload before KEDA first scaled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_replica_count: Option<i32>,
+    /// Name of the HPA KEDA built for the ScaledObject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_name: Option<String>,
 }

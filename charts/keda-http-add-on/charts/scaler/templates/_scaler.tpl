@@ -5,12 +5,20 @@ README, "How the chart is built"); reads the umbrella's values.
 
 {{/*
 Cluster-wide RBAC rules: the scaler lists and watches every HTTPScaledObject and InterceptorRoute
-(their scaling targets). Plain YAML: `cargo xtask chart check` parses it.
+(their scaling targets); when a route's metric changes it reads the ScaledObjects KEDA asked about
+and annotates their HPAs, so KEDA rebuilds them from the new metric specs. Plain YAML: `cargo xtask
+chart check` parses it.
 */}}
 {{- define "scaler.rules" -}}
 - apiGroups: ["http.keda.sh"]
   resources: ["httpscaledobjects", "interceptorroutes"]
   verbs: ["list", "watch"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "patch"]
 {{- end }}
 
 {{/* RBAC rules in the release namespace: the interceptors' admin EndpointSlices. */}}
