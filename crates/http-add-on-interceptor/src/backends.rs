@@ -15,12 +15,80 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::backend_tls::BackendStream;
 
 /// `appProtocol` of a Service port whose backends speak HTTP/2 without TLS.
 pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+/// `appProtocol` of a Service port whose backends speak HTTP/1.1 over TLS.
+pub const HTTPS_APP_PROTOCOL: &str = "https";
+/// `appProtocol` of a Service port whose backends speak HTTP/2 over TLS (gRPC over TLS): the
+/// ALPN name of HTTP/2 over TLS, offered alone.
+pub const H2_APP_PROTOCOL: &str = "h2";
+/// `appProtocol` of a Service port whose backends speak plain HTTP/1.1, also for requests
+/// that arrived on the TLS listener.
+pub const HTTP_APP_PROTOCOL: &str = "http";
+
+/// What a Service port's `appProtocol` says about its backends' wire protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// Unset or another value: HTTP/1.1, over TLS when the request arrived over TLS.
+    #[default]
+    Unset,
+    /// `http`: plain HTTP/1.1 always.
+    Http,
+    /// `https`: HTTP/1.1 over TLS always.
+    Https,
+    /// `kubernetes.io/h2c`: HTTP/2 without TLS (prior knowledge) always.
+    H2c,
+    /// `h2`: HTTP/2 over TLS (ALPN `h2`) always.
+    H2,
+}
+
+impl AppProtocol {
+    /// The protocol an `appProtocol` value names (case-insensitive).
+    pub fn parse(value: &str) -> Self {
+        if value.eq_ignore_ascii_case(H2C_APP_PROTOCOL) {
+            Self::H2c
+        } else if value.eq_ignore_ascii_case(H2_APP_PROTOCOL) {
+            Self::H2
+        } else if value.eq_ignore_ascii_case(HTTPS_APP_PROTOCOL) {
+            Self::Https
+        } else if value.eq_ignore_ascii_case(HTTP_APP_PROTOCOL) {
+            Self::Http
+        } else {
+            Self::Unset
+        }
+    }
+}
+
+/// What goes out to a backend for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 over TCP.
+    Http1,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    Https,
+    /// HTTP/2 over TCP, prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+impl Wire {
+    /// Whether the connection is TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Https | Self::H2)
+    }
+
+    /// Whether the request goes out as HTTP/2.
+    pub fn http2(self) -> bool {
+        matches!(self, Self::H2c | Self::H2)
+    }
+}
 
 /// How a route names its Service port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,8 +125,9 @@ pub struct Upstream {
     addr: SocketAddr,
     authority: Authority,
     outstanding: AtomicUsize,
-    /// Idle keep-alive connections (both codecs' HTTP/1.1), with when each became idle.
-    idle: Mutex<Vec<(TcpStream, Instant, IdleSlot)>>,
+    /// Idle keep-alive connections (both codecs' HTTP/1.1, plain or TLS), with when each
+    /// became idle.
+    idle: Mutex<Vec<(BackendStream, Instant, IdleSlot)>>,
 }
 
 /// The limit on idle pooled connections over all upstreams (`KEDA_HTTP_MAX_IDLE_CONNS`).
@@ -134,10 +203,15 @@ impl Upstream {
         self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// The most recently pooled idle connection that still looks open (no pending data or EOF)
-    /// and has been idle for at most `max_idle` (`None` = no limit), if any. Older ones are
-    /// closed.
-    pub fn take_idle(&self, now: Instant, max_idle: Option<Duration>) -> Option<TcpStream> {
+    /// The most recently pooled idle connection, TLS or not as `tls` says, that still looks
+    /// open (no pending data or EOF) and has been idle for at most `max_idle` (`None` = no
+    /// limit), if any. Older ones are closed.
+    pub fn take_idle(
+        &self,
+        now: Instant,
+        max_idle: Option<Duration>,
+        tls: bool,
+    ) -> Option<BackendStream> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(max_idle) = max_idle {
             // Oldest first: drop every connection idle for too long.
@@ -148,10 +222,17 @@ impl Upstream {
             idle.drain(..expired);
         }
         let mut cx = Context::from_waker(Waker::noop());
-        while let Some((stream, _, _slot)) = idle.pop() {
-            // An idle connection is readable only when the peer closed it (or misbehaved).
-            // Readiness comes from the event loop, so this check costs no system call.
-            if stream.poll_read_ready(&mut cx).is_pending() {
+        let mut at = idle.len();
+        while at > 0 {
+            at -= 1;
+            if idle[at].0.is_tls() != tls {
+                continue;
+            }
+            let (stream, _, _slot) = idle.remove(at);
+            // An idle connection is readable only when the peer closed it (or misbehaved;
+            // for TLS, a close_notify). Readiness comes from the event loop, so this check
+            // costs no system call.
+            if stream.tcp().poll_read_ready(&mut cx).is_pending() {
                 return Some(stream);
             }
             tracing::debug!(upstream = %self.addr, "dropping an idle connection that became readable");
@@ -161,7 +242,13 @@ impl Upstream {
 
     /// Returns a connection, idle since `now`, to the pool, keeping at most `max` here and
     /// within `budget` over all upstreams (beyond either, it is closed).
-    pub fn put_idle(&self, stream: TcpStream, now: Instant, max: usize, budget: &Arc<IdleBudget>) {
+    pub fn put_idle(
+        &self,
+        stream: BackendStream,
+        now: Instant,
+        max: usize,
+        budget: &Arc<IdleBudget>,
+    ) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < max
             && let Some(slot) = budget.take_slot()
@@ -194,8 +281,24 @@ pub struct BackendState {
     pub endpoints: Vec<Arc<Upstream>>,
     /// The Service address (`clusterIP:port`, or the DNS name for headless Services).
     pub service: Option<Arc<Upstream>>,
-    /// Speak h2c to this backend.
-    pub h2c: bool,
+    /// What its Service port's `appProtocol` says.
+    pub protocol: AppProtocol,
+}
+
+impl BackendState {
+    /// What goes out for a request that arrived over TLS (`via_tls`) or not: the port's
+    /// `appProtocol` decides when it names a protocol; otherwise HTTP/1.1, over TLS when the
+    /// request came over TLS (as upstream).
+    pub fn wire(&self, via_tls: bool) -> Wire {
+        match self.protocol {
+            AppProtocol::Http => Wire::Http1,
+            AppProtocol::Https => Wire::Https,
+            AppProtocol::H2c => Wire::H2c,
+            AppProtocol::H2 => Wire::H2,
+            AppProtocol::Unset if via_tls => Wire::Https,
+            AppProtocol::Unset => Wire::Http1,
+        }
+    }
 }
 
 /// A Service port with its current state.
@@ -205,6 +308,8 @@ pub struct Backend {
     state: ArcSwap<BackendState>,
     ready: Notify,
     cursor: AtomicUsize,
+    /// The Service host (`<svc>.<ns>.svc`): the TLS server name sent and verified.
+    server_name: ServerName<'static>,
 }
 
 /// How a wait for a ready endpoint ended.
@@ -219,7 +324,10 @@ pub enum Readiness {
 impl Backend {
     /// A backend with no endpoints yet.
     pub fn new(key: BackendKey) -> Self {
+        let host = format!("{}.{}.svc", key.service, key.namespace);
         Self {
+            server_name: ServerName::try_from(host)
+                .unwrap_or_else(|_| ServerName::try_from("invalid.svc").expect("a DNS name")),
             key,
             state: ArcSwap::from_pointee(BackendState::default()),
             ready: Notify::new(),
@@ -237,9 +345,23 @@ impl Backend {
         self.state.load_full()
     }
 
-    /// Whether its Service port speaks h2c (`appProtocol: kubernetes.io/h2c`).
-    pub fn speaks_h2c(&self) -> bool {
-        self.state.load().h2c
+    /// Whether its Service port speaks HTTP/2 (`appProtocol: kubernetes.io/h2c` or `h2`).
+    pub fn speaks_http2(&self) -> bool {
+        matches!(
+            self.state.load().protocol,
+            AppProtocol::H2c | AppProtocol::H2
+        )
+    }
+
+    /// What goes out for a request that arrived over TLS or not ([`BackendState::wire`]).
+    pub fn wire(&self, via_tls: bool) -> Wire {
+        self.state.load().wire(via_tls)
+    }
+
+    /// The TLS server name of its backends: the Service host `<svc>.<ns>.svc`, whether pods
+    /// or the Service address are dialled.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
     }
 
     /// Whether a ready endpoint exists.
@@ -346,9 +468,11 @@ pub fn resolve(
         (PortRef::Name(name), None) => name,
         (PortRef::Number(_), None) => "",
     };
-    let mut h2c = service_port
+    // The Service port's appProtocol, else the one the EndpointSlices carry.
+    let mut protocol = service_port
         .and_then(|p| p.app_protocol.as_deref())
-        .is_some_and(|p| p == H2C_APP_PROTOCOL);
+        .map(AppProtocol::parse)
+        .unwrap_or_default();
 
     let mut endpoints = Vec::new();
     for slice in slices {
@@ -367,7 +491,11 @@ pub fn resolve(
         let Some(number) = port.port.and_then(|n| u16::try_from(n).ok()) else {
             continue;
         };
-        h2c |= port.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL);
+        if protocol == AppProtocol::Unset
+            && let Some(named) = port.app_protocol.as_deref()
+        {
+            protocol = AppProtocol::parse(named);
+        }
         for endpoint in &slice.endpoints {
             let ready = endpoint
                 .conditions
@@ -410,13 +538,19 @@ pub fn resolve(
     BackendState {
         endpoints,
         service: service_upstream,
-        h2c,
+        protocol,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    fn plain(stream: TcpStream) -> BackendStream {
+        BackendStream::Plain(stream)
+    }
 
     fn upstreams(n: u8) -> Vec<Arc<Upstream>> {
         (0..n)
@@ -439,18 +573,19 @@ mod tests {
         let budget = IdleBudget::new(0);
 
         let (old, _old_server) = connect().await;
-        upstream.put_idle(old, t0, 10, &budget);
+        upstream.put_idle(plain(old), t0, 10, &budget);
         let (fresh, _fresh_server) = connect().await;
         let fresh_port = fresh.local_addr().unwrap().port();
+        let fresh = plain(fresh);
         upstream.put_idle(fresh, t0 + Duration::from_secs(60), 10, &budget);
         // At t0 + 100s the first is past 90s of idleness and is closed; the second is reused.
         let taken = upstream
-            .take_idle(t0 + Duration::from_secs(100), max_idle)
+            .take_idle(t0 + Duration::from_secs(100), max_idle, false)
             .expect("the fresher connection");
-        assert_eq!(taken.local_addr().unwrap().port(), fresh_port);
+        assert_eq!(taken.tcp().local_addr().unwrap().port(), fresh_port);
         assert!(
             upstream
-                .take_idle(t0 + Duration::from_secs(100), None)
+                .take_idle(t0 + Duration::from_secs(100), None, false)
                 .is_none()
         );
 
@@ -458,16 +593,20 @@ mod tests {
         let (closing, closing_server) = connect().await;
         drop(closing_server);
         closing.readable().await.unwrap();
-        upstream.put_idle(closing, t0, 10, &budget);
-        assert!(upstream.take_idle(t0, max_idle).is_none());
+        upstream.put_idle(plain(closing), t0, 10, &budget);
+        assert!(upstream.take_idle(t0, max_idle, false).is_none());
 
         // At most `max` are kept.
         let (a, _a_server) = connect().await;
         let (b, _b_server) = connect().await;
-        upstream.put_idle(a, t0, 1, &budget);
-        upstream.put_idle(b, t0, 1, &budget);
-        assert!(upstream.take_idle(t0, None).is_some());
-        assert!(upstream.take_idle(t0, None).is_none());
+        upstream.put_idle(plain(a), t0, 1, &budget);
+        upstream.put_idle(plain(b), t0, 1, &budget);
+        assert!(
+            upstream.take_idle(t0, None, true).is_none(),
+            "no TLS one pooled"
+        );
+        assert!(upstream.take_idle(t0, None, false).is_some());
+        assert!(upstream.take_idle(t0, None, false).is_none());
         assert_eq!(budget.idle(), 0, "every slot given back");
     }
 
@@ -482,11 +621,11 @@ mod tests {
         for upstream in [&a, &b, &a] {
             let client = TcpStream::connect(addr).await.unwrap();
             servers.push(listener.accept().await.unwrap().0);
-            upstream.put_idle(client, t0, 10, &budget);
+            upstream.put_idle(plain(client), t0, 10, &budget);
         }
         assert_eq!(budget.idle(), 2, "the third one is closed");
-        assert!(a.take_idle(t0, None).is_some());
-        assert!(a.take_idle(t0, None).is_none());
+        assert!(a.take_idle(t0, None, false).is_some());
+        assert!(a.take_idle(t0, None, false).is_none());
         assert_eq!(budget.idle(), 1);
         drop(b);
         assert_eq!(budget.idle(), 0, "a dropped upstream gives its slots back");
@@ -571,7 +710,13 @@ mod tests {
             .map(|u| u.addr().to_string())
             .collect();
         assert_eq!(addrs, ["127.0.0.2:8080", "127.0.0.4:8080"]);
-        assert!(!by_number.h2c);
+        assert_eq!(by_number.protocol, AppProtocol::Unset);
+        assert_eq!(by_number.wire(false), Wire::Http1);
+        assert_eq!(
+            by_number.wire(true),
+            Wire::Https,
+            "TLS in, TLS out, as upstream"
+        );
         assert_eq!(
             by_number.service.unwrap().addr().to_string(),
             "127.128.0.9:80"
@@ -582,7 +727,8 @@ mod tests {
             &[&slice],
         );
         assert_eq!(by_name.endpoints[0].addr().to_string(), "127.0.0.2:9000");
-        assert!(by_name.h2c);
+        assert_eq!(by_name.protocol, AppProtocol::H2c);
+        assert_eq!(by_name.wire(true), Wire::H2c);
         let missing = resolve(&key(PortRef::Number(99)), Some(&service), &[&slice]);
         assert!(missing.endpoints.is_empty() && missing.service.is_none());
     }

@@ -83,6 +83,11 @@ pub struct Config {
     pub send_timeout: Option<Duration>,
     /// The TLS proxy listener; `None` = off (`KEDA_HTTP_PROXY_TLS_ENABLED`, false).
     pub tls: Option<TlsConfig>,
+    /// TLS versions, cipher suites and curves of the TLS listener and of TLS to backends
+    /// (`KEDA_HTTP_TLS_{MIN,MAX}_VERSION`, `…_CIPHER_SUITES`, `…_CURVE_PREFERENCES`).
+    pub tls_policy: crate::tls_policy::TlsPolicy,
+    /// Trust for TLS to backends (`KEDA_HTTP_TLS_CA_DIRS`, `KEDA_HTTP_TLS_SKIP_VERIFY`).
+    pub backend_tls: crate::backend_tls::BackendTlsConfig,
     /// Period of a full rebuild of the route table from the watched objects, besides the
     /// rebuild on every change; `None` = never
     /// (`KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD`, 60m; 0 = never). Upstream's
@@ -165,6 +170,8 @@ impl Default for Config {
             request_body_timeout: Some(Duration::from_secs(60)),
             send_timeout: Some(Duration::from_secs(60)),
             tls: None,
+            tls_policy: Default::default(),
+            backend_tls: Default::default(),
             resync_period: Some(DEFAULT_RESYNC_PERIOD),
             profiling_listen: None,
             check_listen: None,
@@ -201,9 +208,14 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_PROXY_PORT",
     "KEDA_HTTP_PROXY_TLS_CERT_PATH",
     "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS",
+    "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
+    "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
     "KEDA_HTTP_PROXY_TLS_ENABLED",
     "KEDA_HTTP_PROXY_TLS_KEY_PATH",
+    "KEDA_HTTP_PROXY_TLS_MAX_VERSION",
+    "KEDA_HTTP_PROXY_TLS_MIN_VERSION",
     "KEDA_HTTP_PROXY_TLS_PORT",
+    "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY",
     "KEDA_HTTP_QUEUE_STREAM_INTERVAL",
     "KEDA_HTTP_READINESS_TIMEOUT",
     "KEDA_HTTP_REQUEST_BODY_TIMEOUT",
@@ -212,6 +224,12 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
     "KEDA_HTTP_SEND_TIMEOUT",
     "KEDA_HTTP_SHUTDOWN_DELAY",
+    "KEDA_HTTP_TLS_CA_DIRS",
+    "KEDA_HTTP_TLS_CIPHER_SUITES",
+    "KEDA_HTTP_TLS_CURVE_PREFERENCES",
+    "KEDA_HTTP_TLS_MAX_VERSION",
+    "KEDA_HTTP_TLS_MIN_VERSION",
+    "KEDA_HTTP_TLS_SKIP_VERIFY",
     "KEDA_HTTP_WATCH_NAMESPACE",
     "KEDA_RESPONSE_HEADER_TIMEOUT",
     "OTEL_PROM_EXPORTER_ENABLED",
@@ -408,6 +426,8 @@ impl Config {
             } else {
                 None
             },
+            tls_policy: crate::tls_policy::TlsPolicy::from_env(env)?,
+            backend_tls: crate::backend_tls::BackendTlsConfig::from_env(env)?,
             resync_period: non_zero(env.duration(
                 "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
                 DEFAULT_RESYNC_PERIOD,

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod admin;
+pub mod backend_tls;
 pub mod backends;
 pub mod check;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod request;
 pub mod routes;
 mod tls;
+pub mod tls_policy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +70,9 @@ pub enum Error {
     /// The TLS certificates could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// TLS to backends could not be set up (e.g. an unreadable `KEDA_HTTP_TLS_CA_DIRS`).
+    #[error(transparent)]
+    BackendTls(#[from] backend_tls::BackendTlsError),
 }
 
 /// Result of this crate.
@@ -123,6 +128,7 @@ impl Interceptor {
     /// listening; the proxy answers 404 until the route table has synced (see
     /// [`Interceptor::wait_synced`]).
     pub async fn start(config: Config, client: kube::Client) -> Result<Self> {
+        config.backend_tls.prepare(&config.tls_policy)?;
         let proxy_listener = bind("proxy", config.proxy_listen).await?;
         let admin_listener = bind("admin", config.admin_listen).await?;
         let metrics_listener = if config.metrics_enabled {
@@ -146,7 +152,7 @@ impl Interceptor {
             .transpose()?;
         let tls = match &config.tls {
             Some(tls) => {
-                let (server, resolver) = tls::server_config(tls)?;
+                let (server, resolver) = tls::server_config(tls, &config.tls_policy)?;
                 let listener = bind("TLS proxy", tls.listen).await?;
                 let addr = local_addr(&listener, "TLS proxy", tls.listen)?;
                 Some((listener, addr, server, resolver))

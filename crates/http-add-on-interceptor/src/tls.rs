@@ -17,6 +17,7 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 use crate::config::TlsConfig;
+use crate::tls_policy::TlsPolicy;
 
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
@@ -81,12 +82,13 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The rustls server configuration of the TLS listener (ALPN `h2`, `http/1.1`) and its
-/// resolver, or an error naming the file that failed.
+/// The rustls server configuration of the TLS listener (ALPN `h2`, `http/1.1`; versions,
+/// suites and groups of `policy`) and its resolver, or an error naming the file that failed.
 pub(crate) fn server_config(
     config: &TlsConfig,
+    policy: &TlsPolicy,
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<Resolver>), TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = policy.shared_provider();
     let certs = load(config, &provider)?;
     let resolver = Arc::new(Resolver {
         certs: ArcSwap::from_pointee(certs),
@@ -94,7 +96,7 @@ pub(crate) fn server_config(
         provider: provider.clone(),
     });
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(&policy.versions())?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -251,7 +253,7 @@ mod tests {
             certstore_paths: vec![store.clone()],
             ..TlsConfig::with_files(fixture("default.crt"), fixture("default.key"))
         };
-        let (_, resolver) = server_config(&config).unwrap();
+        let (_, resolver) = server_config(&config, &TlsPolicy::default()).unwrap();
         assert!(names(&resolver).is_empty());
         assert!(!reload_if_changed(&resolver), "nothing changed yet");
 

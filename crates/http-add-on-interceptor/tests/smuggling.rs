@@ -205,7 +205,9 @@ impl Bed {
         };
         let w = World::with_config(config).await;
         let backend = Recorder::start().await;
-        w.expose_addrs("rec", "http", None, &[backend.addr]).await;
+        // `appProtocol: http`: requests from the TLS listener reach the recorder in plain text.
+        w.expose_addrs("rec", "http", Some("http"), &[backend.addr])
+            .await;
         w.apply_hso(hso("rec", &["s.test"], &[], "rec", json!(80)))
             .await;
         w.wait_routed("s.test", "/").await;

@@ -76,7 +76,8 @@ impl Bed {
         };
         let w = World::with_config(config).await;
         let (addr, backend) = echo_backend().await;
-        w.expose_addrs("echo", "http", None, &[addr]).await;
+        // `appProtocol: http`: requests from the TLS listener reach the echo in plain text.
+        w.expose_addrs("echo", "http", Some("http"), &[addr]).await;
         w.apply_hso(hso("echo", &["echo.test"], &[], "echo", json!(80)))
             .await;
         w.wait_routed("echo.test", "/").await;

@@ -90,7 +90,9 @@ async fn https_over_http1_and_http2_with_certificates_chosen_by_sni() {
     .await;
     let addr = w.interceptor.tls_addr().expect("TLS listener");
     let backend = TestBackend::start("a").await;
-    w.expose("svc", "http", &[&backend]).await;
+    // A plain backend: `appProtocol: http` keeps requests from the TLS listener plain.
+    w.expose_with("svc", "http", Some("http"), &[&backend])
+        .await;
     w.apply_hso(hso(
         "app",
         &["tls.test", "app.sni.test"],
@@ -204,7 +206,9 @@ async fn https_http1_takes_the_fast_path_with_keep_alive() {
     .await;
     let addr = w.interceptor.tls_addr().expect("TLS listener");
     let backend = raw_backend().await;
-    w.expose_addrs("raw", "http", None, &[backend]).await;
+    // A plain backend: `appProtocol: http` keeps requests from the TLS listener plain.
+    w.expose_addrs("raw", "http", Some("http"), &[backend])
+        .await;
     w.apply_hso(hso("raw", &["tls.test"], &[], "raw", json!(80)))
         .await;
     w.wait_routed("tls.test", "/").await;

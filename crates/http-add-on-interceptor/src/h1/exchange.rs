@@ -16,7 +16,8 @@ use super::conn::{Conn, MAX_PIPELINED, Next, READ_CHUNK, send, wait_deadline};
 use super::framing::{Fed, Framing};
 use super::request::{Forward, write_reply};
 use super::response::{HeadOut, MAX_RESPONSE_HEAD, parse_response, response_head};
-use crate::backends::{Backend, Upstream};
+use crate::backend_tls::{self, BackendStream, ConnectError, TlsTarget};
+use crate::backends::{Backend, Upstream, Wire};
 use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Tally, backend_failed};
 use crate::routes::RouteEntry;
 
@@ -97,6 +98,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
             deadlines: &deadlines,
             cold,
         };
+        // HTTP/2 backends never reach this codec (see `plan`): HTTP/1.1, over TLS or not.
+        let tls = (backend.wire(request.via_tls) == Wire::Https).then(|| TlsTarget {
+            config: &policy.config.backend_clients().http1,
+            name: backend.server_name(),
+        });
         let mut attempts = Attempts::new(entry, backend);
         let result = 'endpoints: loop {
             let upstream = match attempts.next(entry, backend) {
@@ -104,16 +110,26 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
                 Err(reply) => break Err(Failure::Reply(reply)),
             };
             tally.sent(upstream.begin());
-            let mut pooled = upstream.take_idle(start, policy.config.idle_conn_timeout);
+            let mut pooled =
+                upstream.take_idle(start, policy.config.idle_conn_timeout, tls.is_some());
             loop {
                 let reused = pooled.is_some();
                 let stream = match pooled.take() {
                     Some(stream) => stream,
-                    None => match connect(upstream.addr(), policy.config.connect_timeout).await {
+                    None => match backend_tls::connect(
+                        upstream.addr(),
+                        policy.config.connect_timeout,
+                        tls,
+                    )
+                    .await
+                    {
                         Ok(stream) => stream,
-                        Err(error) => {
+                        Err(ConnectError::Tcp(error)) => {
                             attempts.connect_failed(backend, &upstream, &error);
                             continue 'endpoints;
+                        }
+                        Err(ConnectError::Tls(failure)) => {
+                            break 'endpoints Err(Failure::Reply(Reply::backend_tls(&failure)));
                         }
                     },
                 };
@@ -174,11 +190,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         &mut self,
         exchange: &Exchange<'_>,
         upstream: &Upstream,
-        mut stream: TcpStream,
+        mut stream: BackendStream,
         tally: &mut Tally,
     ) -> Result<Next, Failure> {
         let policy = exchange.policy;
-        if let Err(error) = stream.write_all(&self.out).await {
+        let written = match stream.write_all(&self.out).await {
+            // A TLS stream may hold the last record until flushed.
+            Ok(()) => stream.flush().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             tracing::debug!(upstream = %upstream.addr(), %error, "writing the request failed");
             return Err(Failure::Stale);
         }
@@ -273,7 +294,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         };
         let mut stream = Some(stream);
         let reusable = upstream_reusable;
-        let finish = |this: &mut Self, stream: &mut Option<TcpStream>, framing: &Framing| {
+        let finish = |this: &mut Self, stream: &mut Option<BackendStream>, framing: &Framing| {
             let Some(stream) = stream.take() else { return };
             if reusable && framing.is_done() && this.ubuf.is_empty() {
                 let config = &policy.config;
@@ -335,7 +356,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     /// Reads more upstream bytes into `ubuf`, watching the client for EOF meanwhile.
     async fn read_upstream(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut BackendStream,
         deadline: Option<Instant>,
     ) -> Result<(), Stalled> {
         let Self {

@@ -78,6 +78,9 @@ pub(super) struct Forward {
     /// What a cold request is looked up by again while it is held (its backend had no ready
     /// endpoint when planned); `None` for a warm one.
     pub held: Option<Held>,
+    /// It arrived on the TLS listener (so it leaves over TLS unless `appProtocol` says
+    /// otherwise).
+    pub via_tls: bool,
 }
 
 /// An owned copy of what routing looks at, for a request held through a cold start.
@@ -168,7 +171,7 @@ pub(super) fn plan(
             };
         }
     };
-    if entry.backend.speaks_h2c() || entry.fallback.as_deref().is_some_and(|f| f.speaks_h2c()) {
+    if entry.backend.speaks_http2() || entry.fallback.as_deref().is_some_and(|f| f.speaks_http2()) {
         return Plan::General;
     }
     let held = (!entry.backend.has_ready()).then(|| Held {
@@ -232,6 +235,7 @@ pub(super) fn plan(
         upgrade: head.upgrade.is_some(),
         expect_continue: head.expect_continue,
         held,
+        via_tls: tls,
     })
 }
 

@@ -2,10 +2,10 @@
 //! client and upstream connections are joined until either closes.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::conn::{Conn, Next, send};
 use super::exchange::Failure;
+use crate::backend_tls::BackendStream;
 use crate::backends::Upstream;
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
@@ -14,7 +14,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
     pub(super) async fn tunnel(
         &mut self,
         upstream: &Upstream,
-        mut stream: TcpStream,
+        mut stream: BackendStream,
         len: usize,
         cold: Option<bool>,
     ) -> Result<Next, Failure> {
@@ -35,6 +35,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Conn<C> {
         }
         if send(&mut self.client, &self.out).await.is_err()
             || stream.write_all(&self.buf).await.is_err()
+            || stream.flush().await.is_err()
         {
             return Err(Failure::Aborted);
         }

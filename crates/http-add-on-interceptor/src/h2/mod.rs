@@ -22,7 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use crate::backends::Backend;
+use crate::backend_tls::{TlsFailure, TlsTarget};
+use crate::backends::{Backend, Wire};
 use crate::headers::{self, COLD_START};
 use crate::metrics::method_label;
 use crate::request::{Admission, Attempts, Deadlines, Policy, Reply, Route, Tally, backend_failed};
@@ -40,6 +41,8 @@ enum Sent {
     Connect(String),
     /// The exchange failed after the connection was made.
     Failed(String),
+    /// The TLS handshake failed (nothing was sent).
+    Tls(TlsFailure),
 }
 
 /// The hyper codec's state: the request policy and the h2c client (HTTP/1.1 backends are
@@ -47,6 +50,8 @@ enum Sent {
 pub struct Hyper {
     policy: Arc<Policy>,
     h2c: HttpClient,
+    /// HTTP/2 over TLS (`appProtocol: h2`).
+    h2_tls: upstream::H2Tls,
 }
 
 impl std::fmt::Debug for Hyper {
@@ -90,7 +95,11 @@ impl Hyper {
                 .http2_only(true);
             builder.build(connector)
         };
-        Self { h2c, policy }
+        Self {
+            h2c,
+            h2_tls: upstream::H2Tls::default(),
+            policy,
+        }
     }
 
     /// The request policy.
@@ -237,11 +246,20 @@ impl Hyper {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let version = if state.h2c {
+        let wire = state.wire(tls);
+        let version = if wire.http2() {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
+        let tls_target = |h2: bool| {
+            let clients = self.policy.config.backend_clients();
+            TlsTarget {
+                config: if h2 { &clients.h2 } else { &clients.http1 },
+                name: backend.server_name(),
+            }
+        };
+        let h1_tls = (wire == Wire::Https).then(|| tls_target(false));
 
         let mut attempts = Attempts::new(entry, backend);
         let reclaim = attempts.may_retry().then(|| Arc::new(Mutex::new(None)));
@@ -270,11 +288,15 @@ impl Hyper {
                     failure: failure.clone(),
                 },
             );
-            // h2c needs the absolute URI (for :scheme and :authority); HTTP/1.1 on a pooled
-            // connection sends the origin form.
-            *out.uri_mut() = if state.h2c {
+            // HTTP/2 needs the absolute URI (for :scheme and :authority); HTTP/1.1 on a
+            // pooled connection sends the origin form.
+            *out.uri_mut() = if wire.http2() {
                 Uri::builder()
-                    .scheme(Scheme::HTTP)
+                    .scheme(if wire.tls() {
+                        Scheme::HTTPS
+                    } else {
+                        Scheme::HTTP
+                    })
                     .authority(upstream.authority().clone())
                     .path_and_query(path.clone())
                     .build()
@@ -285,7 +307,12 @@ impl Hyper {
             *out.version_mut() = version;
             tally.sent(upstream.begin());
             let send = async {
-                if state.h2c {
+                if wire == Wire::H2 {
+                    self.h2_tls
+                        .send(&self.policy.config, &upstream, tls_target(true), out)
+                        .await
+                        .map(|response| response.map(Inner::Upstream))
+                } else if wire == Wire::H2c {
                     self.h2c
                         .request(out)
                         .await
@@ -299,13 +326,19 @@ impl Hyper {
                             }
                         })
                 } else if upgrade.is_some() {
-                    upstream::send_upgrade(&self.policy.config, &upstream, out)
+                    upstream::send_upgrade(&self.policy.config, &upstream, h1_tls, out)
                         .await
                         .map(|response| response.map(Inner::Upstream))
                 } else {
-                    upstream::send(&self.policy.config, &self.policy.idle, &upstream, out)
-                        .await
-                        .map(|response| response.map(Inner::H1))
+                    upstream::send(
+                        &self.policy.config,
+                        &self.policy.idle,
+                        &upstream,
+                        h1_tls,
+                        out,
+                    )
+                    .await
+                    .map(|response| response.map(Inner::H1))
                 }
             };
             let result = match deadlines.response_head(entry, Instant::now()) {
@@ -321,6 +354,7 @@ impl Hyper {
                     attempts.connect_failed(backend, &upstream, &error);
                     body = reclaim.as_ref().and_then(|slot| slot.lock().ok()?.take());
                 }
+                Err(Sent::Tls(failure)) => return Err(Reply::backend_tls(&failure)),
                 Err(Sent::Failed(error)) => {
                     if let Some((status, message)) = failure.response() {
                         tracing::debug!(backend = %backend.key(), error, "request body failed");

@@ -5,10 +5,12 @@
 //! moment the body is complete, with no task per request. Upgrades go through hyper's
 //! HTTP/1.1 client, whose connection becomes the tunnel.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -18,14 +20,15 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::body::{BoxError, OutBody};
 use super::{Sent, source_chain};
+use crate::backend_tls::{self, BackendStream, ConnectError, TlsTarget};
 use crate::backends::{IdleBudget, Upstream};
 use crate::config::Config;
 use crate::h1::framing::{Fed, Framing};
@@ -50,19 +53,34 @@ enum Failed {
     Other(String),
 }
 
-/// Sends `req` on an HTTP/1.1 connection of `upstream`'s pool (a new one when none is idle;
-/// a stale pooled one is replaced once, when the request had no body to lose) and returns
-/// the response, whose body reads the rest from the connection.
+/// A new connection to `upstream`, TLS for `tls`.
+async fn connect(
+    config: &Config,
+    upstream: &Upstream,
+    tls: Option<TlsTarget<'_>>,
+) -> Result<BackendStream, Sent> {
+    backend_tls::connect(upstream.addr(), config.connect_timeout, tls)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Tcp(error) => Sent::Connect(error.to_string()),
+            ConnectError::Tls(failure) => Sent::Tls(failure),
+        })
+}
+
+/// Sends `req` on an HTTP/1.1 connection (TLS for `tls`) of `upstream`'s pool (a new one
+/// when none is idle; a stale pooled one is replaced once, when the request had no body to
+/// lose) and returns the response, whose body reads the rest from the connection.
 pub(super) async fn send(
     config: &Config,
     budget: &Arc<IdleBudget>,
     upstream: &Arc<Upstream>,
+    tls: Option<TlsTarget<'_>>,
     req: Request<OutBody>,
 ) -> Result<Response<H1Body>, Sent> {
     let (parts, body) = req.into_parts();
     let (head, out) = encode_head(&parts, body.is_end_stream());
     let head_request = parts.method == Method::HEAD;
-    let mut pooled = upstream.take_idle(Instant::now(), config.idle_conn_timeout);
+    let mut pooled = upstream.take_idle(Instant::now(), config.idle_conn_timeout, tls.is_some());
     let response = |(parts, conn, buf, framing, reusable): Exchanged| {
         let mut body = H1Body {
             conn: Some(conn),
@@ -82,9 +100,7 @@ pub(super) async fn send(
         let reused = pooled.is_some();
         let stream = match pooled.take() {
             Some(stream) => stream,
-            None => crate::h1::connect(upstream.addr(), config.connect_timeout)
-                .await
-                .map_err(|error| Sent::Connect(error.to_string()))?,
+            None => connect(config, upstream, tls).await?,
         };
         if out != Out::None {
             return exchange_with_body(stream, head, out, body, head_request)
@@ -146,15 +162,16 @@ type Exchanged = (Parts, Conn, BytesMut, Framing, bool);
 
 /// Writes a request without a body on `stream` and reads the final response head.
 async fn exchange(
-    mut stream: TcpStream,
+    mut stream: BackendStream,
     head: &[u8],
     head_request: bool,
 ) -> Result<Exchanged, Failed> {
     let mut buf = BytesMut::with_capacity(4096);
-    stream
-        .write_all(head)
-        .await
-        .map_err(|error| Failed::Stale(format!("writing the request failed: {error}")))?;
+    let written = match stream.write_all(head).await {
+        Ok(()) => stream.flush().await,
+        Err(error) => Err(error),
+    };
+    written.map_err(|error| Failed::Stale(format!("writing the request failed: {error}")))?;
     let (parts, framing, reusable) = read_head(&mut stream, &mut buf, head_request).await?;
     Ok((parts, Conn::Whole(stream), buf, framing, reusable))
 }
@@ -163,13 +180,13 @@ async fn exchange(
 /// backend that answers before the whole body was sent (an error, or an echo streaming its
 /// answer) gets the rest from a task of its own, and the connection is not reused.
 async fn exchange_with_body(
-    stream: TcpStream,
+    stream: BackendStream,
     head: Vec<u8>,
     out: Out,
     mut body: OutBody,
     head_request: bool,
 ) -> Result<Exchanged, Failed> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(4096);
     let mut write = Box::pin(async move {
         let written = write_body(&mut writer, &head, out, &mut body).await;
@@ -189,20 +206,16 @@ async fn exchange_with_body(
     };
     let (parts, framing, reusable) = head;
     let (conn, reusable) = match writer {
-        Some(writer) => match reader.reunite(writer) {
-            Ok(stream) => (Conn::Whole(stream), reusable),
-            Err(error) => (Conn::Half(error.0), false),
-        },
+        // The halves of one stream always rejoin.
+        Some(writer) => (Conn::Whole(reader.unsplit(writer)), reusable),
         None => {
             tokio::spawn(async move {
-                match write.await {
-                    // Dropping the half would shut the connection's write side, which many
-                    // servers take as the end of the whole exchange.
-                    (Ok(()), writer) => writer.forget(),
+                // Dropping the write half leaves the connection open (the read half keeps
+                // it): shutting its write side would end the whole exchange for many servers.
+                if let (Err(error), mut writer) = write.await {
                     // A body that failed leaves the connection half-sent: shut it.
-                    (Err(error), _) => {
-                        tracing::debug!(error, "sending the rest of the request body failed");
-                    }
+                    tracing::debug!(error, "sending the rest of the request body failed");
+                    let _ = writer.shutdown().await;
                 }
             });
             (Conn::Half(reader), false)
@@ -214,7 +227,7 @@ async fn exchange_with_body(
 /// Writes the head and the body (framed as `out` says), the head together with the first
 /// bytes of the body.
 async fn write_body(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteHalf<BackendStream>,
     head: &[u8],
     out: Out,
     body: &mut OutBody,
@@ -253,7 +266,8 @@ async fn write_body(
     if out == Out::Chunked {
         pending.extend_from_slice(b"0\r\n\r\n");
     }
-    writer.write_all(&pending).await.map_err(write_failed)
+    writer.write_all(&pending).await.map_err(write_failed)?;
+    writer.flush().await.map_err(write_failed)
 }
 
 /// Reads the final response head (skipping informational ones) and says how its body is
@@ -371,9 +385,9 @@ pub struct H1Body {
 /// The connection a response body is read from.
 enum Conn {
     /// The whole connection, pooled after the body when it may be.
-    Whole(TcpStream),
+    Whole(BackendStream),
     /// Its read half, while a task still sends the request body: never pooled.
-    Half(OwnedReadHalf),
+    Half(ReadHalf<BackendStream>),
 }
 
 /// The backend's response body was malformed or cut short.
@@ -520,16 +534,15 @@ impl Body for H1Body {
     }
 }
 
-/// Sends an upgrade request through hyper's HTTP/1.1 client on a new connection of
-/// `upstream`; the connection runs in a task of its own and becomes the tunnel.
+/// Sends an upgrade request through hyper's HTTP/1.1 client on a new connection (TLS for
+/// `tls`) of `upstream`; the connection runs in a task of its own and becomes the tunnel.
 pub(super) async fn send_upgrade(
     config: &Config,
     upstream: &Arc<Upstream>,
+    tls: Option<TlsTarget<'_>>,
     req: Request<OutBody>,
 ) -> Result<Response<Incoming>, Sent> {
-    let stream = crate::h1::connect(upstream.addr(), config.connect_timeout)
-        .await
-        .map_err(|error| Sent::Connect(error.to_string()))?;
+    let stream = connect(config, upstream, tls).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -543,6 +556,60 @@ pub(super) async fn send_upgrade(
         .send_request(req)
         .await
         .map_err(|error| Sent::Failed(source_chain(&error)))
+}
+
+/// HTTP/2-over-TLS connections to backends (`appProtocol: h2`, ALPN `h2`): one per endpoint
+/// and server name, shared by its requests as streams, replaced once closed.
+#[derive(Default)]
+pub(super) struct H2Tls {
+    conns: Mutex<HashMap<(SocketAddr, ServerName<'static>), SendRequest<OutBody>>>,
+}
+
+impl H2Tls {
+    /// Sends `req` (an absolute `https` URI) on `upstream`'s connection, made now when there
+    /// is none open.
+    pub(super) async fn send(
+        &self,
+        config: &Config,
+        upstream: &Upstream,
+        tls: TlsTarget<'_>,
+        req: Request<OutBody>,
+    ) -> Result<Response<Incoming>, Sent> {
+        let key = (upstream.addr(), tls.name.clone());
+        let open = {
+            let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            conns.get(&key).filter(|s| !s.is_closed()).cloned()
+        };
+        let mut sender = match open {
+            Some(sender) => sender,
+            None => {
+                let stream = connect(config, upstream, Some(tls)).await?;
+                let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|error| Sent::Failed(source_chain(&error)))?;
+                let addr = upstream.addr();
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(upstream = %addr, %error, "HTTP/2 TLS connection failed");
+                    }
+                });
+                let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+                conns.retain(|_, s| !s.is_closed());
+                conns.insert(key, sender.clone());
+                sender
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|error| Sent::Failed(source_chain(&error)))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|error| Sent::Failed(source_chain(&error)))
+    }
 }
 
 #[cfg(test)]

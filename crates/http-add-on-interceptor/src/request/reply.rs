@@ -54,6 +54,11 @@ impl Reply {
         reply
     }
 
+    /// The 502 for a backend whose TLS handshake failed; `failure` says it was TLS and why.
+    pub(crate) fn backend_tls(failure: &impl std::fmt::Display) -> Self {
+        Self::error(StatusCode::BAD_GATEWAY, failure.to_string())
+    }
+
     /// A static route's or a placeholder's answer to a request for `path`; a 500 naming the
     /// ConfigMap when its body cannot be found (as upstream).
     pub(crate) fn from_static(reply: &StaticReply, path: &str) -> Self {
