@@ -254,6 +254,31 @@ spec:
             - name: KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS
               value: {{ include "interceptor.certStoreDirs" $tls.cert_store_secrets | quote }}
             {{- end }}
+            {{- /* TLS to backends and the TLS policy (listener and backends), set when given. */}}
+            {{- if $tls.skipVerify }}
+            - name: KEDA_HTTP_TLS_SKIP_VERIFY
+              value: "true"
+            {{- end }}
+            {{- with $tls.caDirs }}
+            - name: KEDA_HTTP_TLS_CA_DIRS
+              value: {{ join "," . | quote }}
+            {{- end }}
+            {{- with $tls.minVersion }}
+            - name: KEDA_HTTP_TLS_MIN_VERSION
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $tls.maxVersion }}
+            - name: KEDA_HTTP_TLS_MAX_VERSION
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $tls.cipherSuites }}
+            - name: KEDA_HTTP_TLS_CIPHER_SUITES
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $tls.curvePreferences }}
+            - name: KEDA_HTTP_TLS_CURVE_PREFERENCES
+              value: {{ . | quote }}
+            {{- end }}
             {{- if .Values.interceptor.check.enabled }}
             - name: KEDA_HTTP_CHECK_PORT
               value: {{ .Values.interceptor.check.port | quote }}
