@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
 use http_add_on_types::process;
+use http_add_on_types::telemetry::OtelConfig;
 
 /// Everything the interceptor can be configured with. Tests build it directly (e.g. with
 /// [`Config::for_tests`]); the binary reads it with [`Config::from_env`].
@@ -105,6 +106,8 @@ pub struct Config {
     /// `X-Forwarded-Uri` names the original one (Envoy's `path_prefix`;
     /// `KEDA_HTTP_CHECK_PATH_PREFIX`, ours, empty).
     pub check_path_prefix: String,
+    /// OpenTelemetry traces and OTLP metrics (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER*`).
+    pub otel: OtelConfig,
 }
 
 /// The TLS proxy listener's settings.
@@ -176,6 +179,7 @@ impl Default for Config {
             profiling_listen: None,
             check_listen: None,
             check_path_prefix: String::new(),
+            otel: OtelConfig::default(),
         }
     }
 }
@@ -232,8 +236,25 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KEDA_HTTP_TLS_SKIP_VERIFY",
     "KEDA_HTTP_WATCH_NAMESPACE",
     "KEDA_RESPONSE_HEADER_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_ENABLED",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENABLED",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_PROM_EXPORTER_ENABLED",
     "OTEL_PROM_EXPORTER_PORT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
     "PROFILING_BIND_ADDRESS",
 ];
 
@@ -438,6 +459,7 @@ impl Config {
                 .transpose()?,
             check_listen,
             check_path_prefix,
+            otel: OtelConfig::from_env(env)?,
         })
     }
 }

@@ -126,6 +126,18 @@ pub fn add_forwarded(
     }
 }
 
+/// Replaces the client's W3C trace headers with those of the request's own `span`.
+pub(crate) fn set_trace(headers: &mut HeaderMap, span: &crate::request::ServerSpan) {
+    for name in crate::request::trace::TRACE_HEADERS {
+        headers.remove(name);
+    }
+    span.inject(|name, value| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    });
+}
+
 fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write;
     let mut cursor = std::io::Cursor::new(&mut buf[..]);

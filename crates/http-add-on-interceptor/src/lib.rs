@@ -70,6 +70,9 @@ pub enum Error {
     /// The TLS certificates could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The OpenTelemetry exporters could not start.
+    #[error(transparent)]
+    Telemetry(#[from] http_add_on_types::telemetry::TelemetryError),
     /// TLS to backends could not be set up (e.g. an unreadable `KEDA_HTTP_TLS_CA_DIRS`).
     #[error(transparent)]
     BackendTls(#[from] backend_tls::BackendTlsError),
@@ -98,6 +101,8 @@ pub struct Interceptor {
     /// Every proxy connection holds a receiver; all dropped = drained.
     proxy_conns: watch::Sender<()>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The OpenTelemetry exporters, flushed at shutdown.
+    telemetry: std::sync::Mutex<Option<http_add_on_types::telemetry::Telemetry>>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -170,6 +175,14 @@ impl Interceptor {
         let check_addr = check.as_ref().map(|(addr, _)| *addr);
 
         let metrics = Arc::new(Metrics::new());
+        let telemetry = http_add_on_types::telemetry::Telemetry::start(
+            metrics::SERVICE_NAME,
+            &config.otel,
+            Some({
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.encode())
+            }),
+        )?;
         let counts = Arc::new(Counts::new(metrics.clone()));
         let table = Arc::new(Table::default());
         let synced = Arc::new(AtomicBool::new(false));
@@ -207,13 +220,15 @@ impl Interceptor {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-        let proxy = Arc::new(Hyper::new(Arc::new(Policy::new(
+        let policy = Policy::new(
             config.clone(),
             table,
             table_changed,
             metrics.clone(),
             draining.clone(),
-        ))));
+        )
+        .with_tracer(telemetry.tracer());
+        let proxy = Arc::new(Hyper::new(Arc::new(policy)));
         let proxy_builder = Arc::new(proxy_builder);
         if let Some((listener, _, server, resolver)) = tls {
             tasks.push(tokio::spawn(serve_tls(
@@ -318,6 +333,7 @@ impl Interceptor {
             stop_all,
             proxy_conns,
             tasks: std::sync::Mutex::new(tasks),
+            telemetry: std::sync::Mutex::new(Some(telemetry)),
         })
     }
 
@@ -409,6 +425,14 @@ impl Interceptor {
         }
         for task in tasks {
             let _ = task.await;
+        }
+        let telemetry = self
+            .telemetry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(telemetry) = telemetry {
+            telemetry.shutdown().await;
         }
         tracing::info!("interceptor stopped");
     }

@@ -43,6 +43,17 @@ pub struct RequestLabels {
     pub route_namespace: Arc<str>,
 }
 
+/// Labels of one cold-start wait.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ColdStartLabels {
+    /// Route (object) name.
+    pub route_name: Arc<str>,
+    /// Route namespace.
+    pub route_namespace: Arc<str>,
+    /// How the wait ended: `ready`, `timeout`, `fallback`, `rejected` or `cancelled`.
+    pub outcome: &'static str,
+}
+
 /// The request count and duration series of one label set.
 #[derive(Debug, Clone)]
 pub struct RequestHandles {
@@ -64,7 +75,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
     concurrency: Family<RouteLabels, Gauge>,
-    cold_starts: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    cold_starts: Family<ColdStartLabels, Histogram, fn() -> Histogram>,
     rejections: Family<RouteLabels, Counter>,
     checks: Family<RequestLabels, Counter>,
 }
@@ -130,7 +141,7 @@ impl Metrics {
         );
         registry.register(
             "interceptor_cold_start_duration_seconds",
-            "Time requests waited for a ready endpoint",
+            "Time requests waited for a ready endpoint, by how the wait ended",
             cold_starts.clone(),
         );
         let rejections = Family::<RouteLabels, Counter>::default();
@@ -232,10 +243,19 @@ impl Metrics {
         self.rejections.get_or_create(labels).inc();
     }
 
-    /// Records how long a request waited for a ready endpoint.
-    pub fn record_cold_start(&self, labels: &RouteLabels, waited: Duration) {
+    /// Records how long a request waited for a ready endpoint and how the wait ended.
+    pub fn record_cold_start(
+        &self,
+        labels: &RouteLabels,
+        outcome: crate::request::ColdStartOutcome,
+        waited: Duration,
+    ) {
         self.cold_starts
-            .get_or_create(labels)
+            .get_or_create(&ColdStartLabels {
+                route_name: labels.route_name.clone(),
+                route_namespace: labels.route_namespace.clone(),
+                outcome: outcome.as_str(),
+            })
             .observe(waited.as_secs_f64());
     }
 
@@ -274,7 +294,11 @@ mod tests {
         let labels = RouteLabels::new(&RouteKey::new("ns", "app"));
         m.concurrency_gauge(&labels).inc();
         m.record_request(&labels, "GET", 200, Duration::from_millis(3));
-        m.record_cold_start(&labels, Duration::from_millis(300));
+        m.record_cold_start(
+            &labels,
+            crate::request::ColdStartOutcome::Ready,
+            Duration::from_millis(300),
+        );
         let text = m.encode();
         assert!(text.contains(
             r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="ns"} 1"#
@@ -290,7 +314,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("interceptor_cold_start_duration_seconds_count"),
+            text.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="ns",outcome="ready"} 1"#),
             "{text}"
         );
         for le in ["0.075", "0.75", "7.5"] {

@@ -217,7 +217,7 @@ async fn cold_routes_hold_the_answer_until_an_endpoint_is_ready() {
     assert_eq!(a.hits(), 0, "the ingress, not the check, sends the request");
     let text = metrics(&w).await;
     assert!(
-        text.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default"} 1"#),
+        text.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 1"#),
         "{text}"
     );
 }

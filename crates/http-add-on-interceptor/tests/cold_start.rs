@@ -184,7 +184,7 @@ async fn cold_start_is_woken_by_an_endpoint_becoming_ready() {
     let metrics = Reply::read(w.http.get(url.parse().unwrap()).await.unwrap())
         .await
         .text();
-    assert!(metrics.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 1"#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

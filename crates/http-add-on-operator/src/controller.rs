@@ -145,9 +145,15 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     Action::requeue(delay)
 }
 
+#[tracing::instrument(name = "reconcile HTTPScaledObject", skip_all, fields(
+    namespace = hso.metadata.namespace.as_deref().unwrap_or(""),
+    name = hso.metadata.name.as_deref().unwrap_or(""),
+    ok = tracing::field::Empty,
+))]
 async fn reconcile_hso(hso: Arc<HTTPScaledObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_hso_inner(hso.clone(), &ctx).await;
+    tracing::Span::current().record("ok", result.is_ok());
     ctx.metrics
         .reconciled(HSO_CONTROLLER, result.is_ok(), started.elapsed());
     if result.is_ok() {
@@ -295,9 +301,15 @@ async fn sync_scaled_object(hso: &HTTPScaledObject, ctx: &Context) -> Result<Str
     Ok(format!("ScaledObject {name} is up to date"))
 }
 
+#[tracing::instrument(name = "reconcile InterceptorRoute", skip_all, fields(
+    namespace = ir.metadata.namespace.as_deref().unwrap_or(""),
+    name = ir.metadata.name.as_deref().unwrap_or(""),
+    ok = tracing::field::Empty,
+))]
 async fn reconcile_ir(ir: Arc<InterceptorRoute>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_ir_inner(&ir, &ctx).await;
+    tracing::Span::current().record("ok", result.is_ok());
     ctx.metrics
         .reconciled(IR_CONTROLLER, result.is_ok(), started.elapsed());
     if result.is_ok() {

@@ -5,10 +5,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use http_add_on_operator::Config;
 use http_add_on_types::config::Env;
+use http_add_on_types::telemetry::{self, OtelConfig, Telemetry};
+
+/// `service.name` of the operator's spans.
+const SERVICE_NAME: &str = "keda-http-add-on-operator";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    http_add_on_types::telemetry::init();
+    telemetry::init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -26,10 +30,22 @@ async fn run() -> anyhow::Result<()> {
         http_add_on_types::config::ProcessEnv,
     ));
     let config = Config::from_env(&env).context("invalid operator configuration")?;
+    // A span per reconcile (`#[instrument]`), exported as the interceptor and the scaler
+    // export theirs when `OTEL_EXPORTER_OTLP_TRACES_ENABLED` is set; no OTLP metrics.
+    let otel = OtelConfig {
+        metrics_enabled: false,
+        ..OtelConfig::from_env(&env).context("invalid operator configuration")?
+    };
+    let traces = Telemetry::start(SERVICE_NAME, &otel, None)
+        .context("starting the OpenTelemetry exporter")?;
+    telemetry::export_spans(traces.tracer());
     env.warn_unknown(http_add_on_operator::config::KNOWN_VARIABLES);
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster config or KUBECONFIG)")?;
-    http_add_on_operator::run(client, config, http_add_on_types::shutdown::signal()).await?;
+    let result =
+        http_add_on_operator::run(client, config, http_add_on_types::shutdown::signal()).await;
+    traces.shutdown().await;
+    result?;
     Ok(())
 }

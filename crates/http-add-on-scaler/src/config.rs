@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http_add_on_types::config::{ConfigError, Env, EnvSource};
 use http_add_on_types::process;
+use http_add_on_types::telemetry::OtelConfig;
 
 /// gRPC port of the external scaler (KEDA dials it).
 pub const ENV_PORT: &str = "KEDA_HTTP_SCALER_PORT";
@@ -27,9 +28,9 @@ pub const ENV_METRICS_ENABLED: &str = "OTEL_PROM_EXPORTER_ENABLED";
 /// Upstream's ConfigMap informer resync period (`60m`); accepted and validated, see
 /// [`Config::informer_resync`].
 pub const ENV_INFORMER_RESYNC: &str = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD";
-/// OTLP metrics export (default `false`); not implemented: enabling it logs a warning.
+/// OTLP metrics push of the `/metrics` series (default `false`).
 pub const ENV_OTLP_METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENABLED";
-/// OTLP trace export (default `false`); not implemented: enabling it logs a warning.
+/// OTLP trace export (default `false`).
 pub const ENV_OTLP_TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENABLED";
 /// OTLP trace protocol (`console`, `http/protobuf` or `grpc`; default `console`).
 pub const ENV_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
@@ -52,11 +53,23 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     ENV_OTLP_METRICS,
     ENV_OTLP_TRACES,
     ENV_OTLP_TRACES_PROTOCOL,
+    // The rest of `http_add_on_types::telemetry::OTEL_VARIABLES`.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
     ENV_PROFILING_BIND_ADDRESS,
 ];
-
-/// The OTLP trace protocols upstream accepts.
-const OTLP_PROTOCOLS: [&str; 3] = ["console", "http/protobuf", "grpc"];
 
 /// Upstream's default informer resync period.
 pub const DEFAULT_INFORMER_RESYNC: Duration = Duration::from_secs(60 * 60);
@@ -90,55 +103,11 @@ pub struct Config {
     /// objects (every call reads the reflector caches), so there is nothing to rebuild and it
     /// changes nothing; it is validated so a value that upstream rejects is rejected here too.
     pub informer_resync: Duration,
-    /// The OTLP exporter settings upstream reads (metrics, traces, trace protocol); not
-    /// implemented here, enabling either logs a warning at start.
-    pub otlp: OtlpSettings,
+    /// OpenTelemetry traces and OTLP metrics (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER*`).
+    pub otel: OtelConfig,
     /// Where the debug endpoint listens (`PROFILING_BIND_ADDRESS`, Go syntax `host:port` or
     /// `:port`); `None` = off.
     pub profiling_listen: Option<SocketAddr>,
-}
-
-/// Upstream's OpenTelemetry exporter switches, read for compatibility.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtlpSettings {
-    /// `OTEL_EXPORTER_OTLP_METRICS_ENABLED`.
-    pub metrics: bool,
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENABLED`.
-    pub traces: bool,
-    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`.
-    pub traces_protocol: String,
-}
-
-impl Default for OtlpSettings {
-    fn default() -> Self {
-        Self {
-            metrics: false,
-            traces: false,
-            traces_protocol: "console".to_owned(),
-        }
-    }
-}
-
-impl OtlpSettings {
-    /// Reads the three variables; an unknown protocol is an error naming the variable.
-    pub fn from_env<S: EnvSource>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let d = Self::default();
-        let traces_protocol = env
-            .string(ENV_OTLP_TRACES_PROTOCOL)
-            .unwrap_or(d.traces_protocol);
-        if !OTLP_PROTOCOLS.contains(&traces_protocol.as_str()) {
-            return Err(invalid(
-                ENV_OTLP_TRACES_PROTOCOL,
-                &traces_protocol,
-                "must be console, http/protobuf or grpc",
-            ));
-        }
-        Ok(Self {
-            metrics: env.bool(ENV_OTLP_METRICS, d.metrics)?,
-            traces: env.bool(ENV_OTLP_TRACES, d.traces)?,
-            traces_protocol,
-        })
-    }
 }
 
 impl Config {
@@ -157,7 +126,7 @@ impl Config {
             stream_interval: Duration::from_millis(200),
             push_activation: true,
             informer_resync: DEFAULT_INFORMER_RESYNC,
-            otlp: OtlpSettings::default(),
+            otel: OtelConfig::default(),
             profiling_listen: None,
         }
     }
@@ -196,28 +165,12 @@ impl Config {
             stream_interval: Duration::from_millis(stream_ms),
             push_activation: true,
             informer_resync: env.duration(ENV_INFORMER_RESYNC, DEFAULT_INFORMER_RESYNC)?,
-            otlp: OtlpSettings::from_env(env)?,
+            otel: OtelConfig::from_env(env)?,
             profiling_listen: env
                 .string(ENV_PROFILING_BIND_ADDRESS)
                 .map(|v| process::parse_bind_address(ENV_PROFILING_BIND_ADDRESS, &v))
                 .transpose()?,
         })
-    }
-
-    /// Logs a warning for each upstream setting that has no effect here (OTLP export).
-    pub fn warn_unsupported(&self) {
-        if self.otlp.metrics {
-            tracing::warn!(
-                variable = ENV_OTLP_METRICS,
-                "OTLP metrics export is not supported; use the Prometheus endpoint"
-            );
-        }
-        if self.otlp.traces {
-            tracing::warn!(
-                variable = ENV_OTLP_TRACES,
-                "OTLP trace export is not supported"
-            );
-        }
     }
 
     /// How long without interceptor data before the scaler reports not ready: twice the tick.

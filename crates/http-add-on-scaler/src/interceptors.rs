@@ -286,6 +286,7 @@ fn get(pod: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
     request
 }
 
+#[tracing::instrument(name = "connect to interceptor", skip_all, fields(%pod))]
 async fn connect(pod: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, FetchError> {
     let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(pod))
         .await
@@ -300,6 +301,7 @@ async fn connect(pod: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, FetchErro
     Ok(sender)
 }
 
+#[tracing::instrument(name = "fetch /queue", skip_all, fields(%pod))]
 async fn fetch_queue(
     sender: &mut SendRequest<Empty<Bytes>>,
     pod: SocketAddr,

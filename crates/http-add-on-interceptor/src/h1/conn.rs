@@ -160,7 +160,7 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                     _ => Next::Close,
                 }
             }
-            Plan::Forward(request) => {
+            Plan::Forward(mut request) => {
                 if request.expect_continue
                     && request.body != BodyFraming::None
                     && conn.buf.len() == head_len
@@ -206,7 +206,8 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 conn.buf.advance(head_len);
                 conn.out.extend_from_slice(&conn.buf[..body_len]);
                 conn.buf.advance(body_len);
-                conn.forward(policy, request).await
+                let trace = request.trace.take();
+                crate::request::traced(trace, conn.forward(policy, request)).await
             }
         };
         if next == Next::Close || *stop.borrow() {

@@ -11,7 +11,8 @@ use super::framing::Framing;
 use super::rules::{BodyFraming, Verdict, inspect_request, is, named_by_connection};
 use crate::headers::is_hop_by_hop;
 use crate::metrics::method_label;
-use crate::request::{Policy, Reply, Route};
+use crate::request::trace::is_trace_header;
+use crate::request::{Policy, Reply, Route, ServerSpan};
 use crate::routes::RouteEntry;
 
 /// Header lines parsed in place on the stack; a head with more is parsed again with room for
@@ -78,6 +79,8 @@ pub(super) struct Forward {
     /// What a cold request is looked up by again while it is held (its backend had no ready
     /// endpoint when planned); `None` for a warm one.
     pub held: Option<Held>,
+    /// Its server span, when it is traced (the head then carries the span's trace headers).
+    pub trace: Option<Arc<ServerSpan>>,
     /// It arrived on the TLS listener (so it leaves over TLS unless `appProtocol` says
     /// otherwise).
     pub via_tls: bool,
@@ -179,6 +182,13 @@ pub(super) fn plan(
         path: route_path.to_owned(),
         headers: header_map(headers),
     });
+    let method_label = method_label_bytes(method);
+    let trace = policy.trace(&entry, method_label, host, route_path, |name| {
+        headers
+            .iter()
+            .find(|h| is(h.name, name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    });
 
     // The upstream request head: hop-by-hop headers dropped, X-Forwarded-* added.
     out.clear();
@@ -192,10 +202,14 @@ pub(super) fn plan(
             || is(name, "x-forwarded-for")
             || (head.expect_continue && is(name, "expect"))
             || (head.connection_names_headers && named_by_connection(headers, name))
+            || (trace.is_some() && is_trace_header(name))
         {
             continue;
         }
         push_header(out, name.as_bytes(), h.value);
+    }
+    if let Some(span) = &trace {
+        span.inject(|name, value| push_header(out, name.as_bytes(), value.as_bytes()));
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if head.forwarded_for {
@@ -224,7 +238,7 @@ pub(super) fn plan(
 
     Plan::Forward(Forward {
         entry,
-        method: method_label_bytes(method),
+        method: method_label,
         idempotent: matches!(
             method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
@@ -235,6 +249,7 @@ pub(super) fn plan(
         upgrade: head.upgrade.is_some(),
         expect_continue: head.expect_continue,
         held,
+        trace,
         via_tls: tls,
     })
 }

@@ -153,6 +153,31 @@ impl Hyper {
             Route::Forward(entry) => entry,
         };
         let method = method_label(req.method());
+        let trace = policy.trace(&entry, method, host_str, req.uri().path(), |name| {
+            req.headers().get(name).and_then(|v| v.to_str().ok())
+        });
+        if let Some(span) = &trace {
+            headers::set_trace(req.headers_mut(), span);
+        }
+        crate::request::traced(
+            trace,
+            self.serve_routed(remote, req, host, entry, method, start),
+        )
+        .await
+    }
+
+    /// [`Hyper::serve`] once the request is routed (in its trace's scope).
+    async fn serve_routed(
+        &self,
+        remote: SocketAddr,
+        mut req: Request<InBody>,
+        host: HeaderValue,
+        entry: Arc<RouteEntry>,
+        method: &'static str,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        let policy = &self.policy;
+        let host_str = host.to_str().unwrap_or("");
         let mut tally = policy.count(&entry, method, remote, start);
         let deadlines = Deadlines::new(&entry, start);
         let cold_header = policy.config.enable_cold_start_header;

@@ -13,27 +13,34 @@
 //! 6. Forwarded and hop-by-hop headers: the rules in [`crate::headers`].
 //! 7. Every synthetic response (4xx, 5xx, static, placeholder): a [`Reply`].
 //!
-//! Trace spans belong around [`Policy::count`]..[`Tally::settle`] (one per request).
+//! 8. The request's trace ([`trace`]): [`Policy::trace`] makes the server span once the
+//!    request is routed, the codec runs the rest [`trace::traced`], the tally ends the span,
+//!    `admit` adds the cold-start span and `Attempts` the endpoint.
 
 mod reply;
 mod tally;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use http::StatusCode;
 use http_add_on_types::routing::RequestHeaders;
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use reply::Reply;
 pub(crate) use tally::Tally;
+pub use trace::ColdStartOutcome;
+pub(crate) use trace::{ServerSpan, traced};
 
 use crate::backends::{Backend, IdleBudget, Readiness, Upstream};
 use crate::config::Config;
 use crate::limit::Connections;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteLabels};
 use crate::routes::{RouteEntry, Table};
 
 /// How many endpoints a request tries when connecting fails before it was sent.
@@ -50,6 +57,8 @@ pub struct Policy {
     pub(crate) idle: Arc<IdleBudget>,
     /// Open client connections of the proxy listeners (`KEDA_HTTP_MAX_CONNECTIONS`).
     pub(crate) connections: Arc<Connections>,
+    /// Request spans go here when traces are on.
+    tracer: Option<SdkTracer>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -100,7 +109,29 @@ impl Policy {
             metrics,
             config,
             draining,
+            tracer: None,
         }
+    }
+
+    /// Traces requests with `tracer` (`None`: no spans).
+    pub fn with_tracer(mut self, tracer: Option<SdkTracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The server span of a routed request of `entry`, continuing the client's trace headers
+    /// (as `header` returns them); `None` when traces are off or the sampler drops it, and
+    /// then the codec forwards the client's trace headers as they are.
+    pub(crate) fn trace<'a>(
+        &self,
+        entry: &RouteEntry,
+        method: &'static str,
+        host: &str,
+        path: &str,
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<Arc<ServerSpan>> {
+        let tracer = self.tracer.as_ref()?;
+        ServerSpan::start(tracer, entry, method, host, path, header)
     }
 
     /// Whether shutdown has begun (HTTP/1.1 responses then close their connection, so
@@ -173,10 +204,18 @@ impl Policy {
                 cold: false,
             };
         }
+        let mut cold_start = ColdStart {
+            metrics: &self.metrics,
+            labels: entry.counter.labels().clone(),
+            start: deadlines.start,
+            trace: trace::current().map(|span| (span, SystemTime::now())),
+            done: false,
+        };
         // Held requests take one of the route's pending places; beyond them, the overflow.
         let _pending = match entry.max_pending {
             None => {
                 if let Some(placeholder) = &entry.placeholder {
+                    cold_start.forget();
                     return Admission::Reply(Reply::from_static(placeholder, path));
                 }
                 None
@@ -186,6 +225,7 @@ impl Policy {
                 None => {
                     self.metrics
                         .record_cold_start_rejection(entry.counter.labels());
+                    cold_start.end(ColdStartOutcome::Rejected);
                     return Admission::Reply(match &entry.placeholder {
                         Some(placeholder) if entry.overflow_placeholder => {
                             Reply::from_static(placeholder, path)
@@ -214,6 +254,7 @@ impl Policy {
                     entry = next;
                 }
                 _ => {
+                    cold_start.forget();
                     return Admission::Reply(Reply::error(
                         StatusCode::NOT_FOUND,
                         format!(
@@ -229,21 +270,23 @@ impl Policy {
                 _ = changed => {}
             }
         };
-        self.metrics
-            .record_cold_start(entry.counter.labels(), deadlines.start.elapsed());
+        cold_start.labels = entry.counter.labels().clone();
         if readiness == Readiness::TimedOut {
             let request_expired = deadlines.request_expired();
             match &entry.fallback {
                 Some(fallback) if !request_expired && fallback.has_ready() => {
+                    cold_start.end(ColdStartOutcome::Fallback);
                     backend = fallback.clone();
                 }
                 _ if request_expired => {
+                    cold_start.end(ColdStartOutcome::Timeout);
                     return Admission::Reply(Reply::error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "request timeout exceeded while waiting for a ready endpoint",
                     ));
                 }
                 _ => {
+                    cold_start.end(ColdStartOutcome::Timeout);
                     return Admission::Reply(Reply::error(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
@@ -253,12 +296,52 @@ impl Policy {
                     ));
                 }
             }
+        } else {
+            cold_start.end(ColdStartOutcome::Ready);
         }
         Admission::Forward {
             entry,
             backend,
             cold: true,
         }
+    }
+}
+
+/// A cold-start wait being timed: recorded once, with its outcome, in
+/// `interceptor_cold_start_duration_seconds` and the cold-start span; dropped unrecorded (the
+/// admission future dropped: the client went away) it is `cancelled`.
+struct ColdStart<'a> {
+    metrics: &'a Metrics,
+    /// The route's labels as of the end of the wait.
+    labels: RouteLabels,
+    start: Instant,
+    /// The request's span and when the wait began, when it is traced.
+    trace: Option<(Arc<ServerSpan>, SystemTime)>,
+    done: bool,
+}
+
+impl ColdStart<'_> {
+    /// Records the wait with `outcome`.
+    fn end(&mut self, outcome: ColdStartOutcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.metrics
+            .record_cold_start(&self.labels, outcome, self.start.elapsed());
+        if let Some((span, began)) = self.trace.take() {
+            span.cold_start(began, outcome);
+        }
+    }
+
+    /// Not a wait after all (a placeholder's answer, the route removed): nothing recorded.
+    fn forget(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for ColdStart<'_> {
+    fn drop(&mut self) {
+        self.end(ColdStartOutcome::Cancelled);
     }
 }
 
@@ -377,6 +460,9 @@ impl Attempts {
         };
         self.tried[self.made] = upstream.addr();
         self.made += 1;
+        if let Some(span) = trace::current() {
+            span.endpoint(upstream.addr());
+        }
         Ok(upstream)
     }
 

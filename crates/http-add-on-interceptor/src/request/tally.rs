@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Policy;
+use super::{Policy, ServerSpan, trace};
 use crate::backends::Outstanding;
 use crate::counts::{InFlight, RouteCounter};
 use crate::metrics::Metrics;
@@ -14,7 +14,8 @@ use crate::routes::RouteEntry;
 
 /// One counted request: in flight from [`Policy::count`] until [`Tally::settle`] (when the
 /// codec hands the last bytes of the response to its connection) or until dropped (the client
-/// went away or the response was cut short: counted out, not recorded).
+/// went away or the response was cut short: counted out, not recorded; a client that went away
+/// before the request was sent, while it was held for a cold start, is recorded as 499).
 pub(crate) struct Tally {
     in_flight: Option<InFlight>,
     outstanding: Option<Outstanding>,
@@ -24,7 +25,13 @@ pub(crate) struct Tally {
     /// When the request arrived.
     pub start: Instant,
     cold: bool,
+    /// The request's server span, when it is traced.
+    span: Option<Arc<ServerSpan>>,
 }
+
+/// The status recorded for a request whose client went away before it was sent (nginx's
+/// "client closed request", as upstream #1779 asks).
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 impl Tally {
     pub(super) fn new(
@@ -34,6 +41,7 @@ impl Tally {
         remote: SocketAddr,
         start: Instant,
     ) -> Self {
+        let span = policy.tracer.as_ref().and_then(|_| trace::current());
         Self {
             in_flight: Some(entry.counter.start()),
             outstanding: None,
@@ -42,6 +50,7 @@ impl Tally {
             remote,
             start,
             cold: false,
+            span,
         }
     }
 
@@ -73,13 +82,32 @@ impl Tally {
         if self.policy.config.log_requests {
             tracing::info!(remote = %self.remote, route = %in_flight.counter().key(), status, cold = self.cold, elapsed_ms = elapsed.as_millis() as u64, "request");
         }
+        if let Some(span) = self.span.take() {
+            span.finish(Some(status), self.cold);
+        }
     }
 }
 
 impl Drop for Tally {
     fn drop(&mut self) {
-        if let Some(in_flight) = &self.in_flight {
-            tracing::debug!(remote = %self.remote, route = %in_flight.counter().key(), "request aborted");
+        let Some(in_flight) = &self.in_flight else {
+            return;
+        };
+        tracing::debug!(remote = %self.remote, route = %in_flight.counter().key(), "request aborted");
+        if self.outstanding.is_none() {
+            // Never sent: the client went away while the request was held (or admitted).
+            record(
+                &self.policy.metrics,
+                in_flight.counter(),
+                self.method,
+                CLIENT_CLOSED,
+                self.start.elapsed(),
+            );
+            if let Some(span) = self.span.take() {
+                span.finish(Some(CLIENT_CLOSED), true);
+            }
+        } else if let Some(span) = self.span.take() {
+            span.finish(None, self.cold);
         }
     }
 }
