@@ -201,6 +201,12 @@ spec:
               value: {{ .Values.interceptor.admin.port | quote }}
             - name: OTEL_PROM_EXPORTER_PORT
               value: {{ .Values.interceptor.metrics.port | quote }}
+            - name: OTEL_EXPORTER_OTLP_TRACES_ENABLED
+              value: {{ .Values.interceptor.tracing.enabled | quote }}
+            - name: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+              value: {{ .Values.interceptor.tracing.protocol | quote }}
+            - name: OTEL_EXPORTER_OTLP_METRICS_ENABLED
+              value: {{ .Values.interceptor.metrics.otlp.enabled | quote }}
             - name: KEDA_HTTP_WATCH_NAMESPACE
               value: {{ .Values.operator.watchNamespace | quote }}
             {{- /* Empty timeouts are left unset: the interceptor's defaults are upstream's. */}}

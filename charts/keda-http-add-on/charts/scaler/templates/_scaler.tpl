@@ -177,6 +177,12 @@ spec:
               value: {{ .Values.scaler.metrics.prometheus.enabled | quote }}
             - name: OTEL_PROM_EXPORTER_PORT
               value: {{ $metricsPort | quote }}
+            - name: OTEL_EXPORTER_OTLP_TRACES_ENABLED
+              value: {{ .Values.scaler.tracing.enabled | quote }}
+            - name: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+              value: {{ .Values.scaler.tracing.protocol | quote }}
+            - name: OTEL_EXPORTER_OTLP_METRICS_ENABLED
+              value: {{ .Values.scaler.metrics.otlp.enabled | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE
               value: {{ .Release.Namespace | quote }}
             - name: KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE
