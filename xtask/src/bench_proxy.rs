@@ -185,7 +185,15 @@ pub(crate) fn run(mut opts: Options) -> anyhow::Result<()> {
     let (backend_proc, backend) = start_backend(&tool, backend_core)?;
     let kubeconfig = dir.join("kubeconfig");
     let sim = start_sim(&release, &kubeconfig)?;
-    setup_route(&tool, &kubeconfig, backend, HOST, &[])?;
+    // `appProtocol: http`: requests from the interceptor's TLS listener reach the plain
+    // backend in plain text, as nginx's and HAProxy's do (TLS terminated at the proxy).
+    setup_route(
+        &tool,
+        &kubeconfig,
+        backend,
+        HOST,
+        &["--app-protocol", "http"],
+    )?;
 
     let wants = |p: Protocol| opts.protocols.contains(&p);
     fn not_needed<T>() -> Result<T, String> {
@@ -328,7 +336,8 @@ pub(crate) fn start_sim(release: &Path, kubeconfig: &Path) -> anyhow::Result<Pro
 }
 
 /// `bench_proxy setup`: the CRDs, and a route for `host` to `backend` (a Service, its
-/// EndpointSlice and an HTTPScaledObject), with `extra` arguments (`--name`, `--not-ready`).
+/// EndpointSlice and an HTTPScaledObject), with `extra` arguments (`--name`, `--not-ready`,
+/// `--app-protocol`).
 pub(crate) fn setup_route(
     tool: &Path,
     kubeconfig: &Path,

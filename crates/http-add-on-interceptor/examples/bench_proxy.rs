@@ -97,13 +97,18 @@ async fn backend(listen: &str) -> anyhow::Result<()> {
 
 /// The CRDs, and a route for `--host` to `--backend`: a Service `--name` (default `bench`), its
 /// EndpointSlice `<name>-1` (the endpoint not ready with `--not-ready`: a cold route) and an
-/// HTTPScaledObject `<name>`, all in the kubeconfig's namespace.
+/// HTTPScaledObject `<name>`, all in the kubeconfig's namespace; the Service port's
+/// `appProtocol` is `--app-protocol` when given.
 async fn setup(args: &[String]) -> anyhow::Result<()> {
     let kubeconfig = required(args, "--kubeconfig")?;
     let backend: SocketAddr = required(args, "--backend")?.parse()?;
     let host = required(args, "--host")?;
     let name = arg(args, "--name").unwrap_or_else(|| "bench".into());
     let ready = !args.iter().any(|a| a == "--not-ready");
+    let mut port = json!({ "name": "http", "port": 80 });
+    if let Some(app_protocol) = arg(args, "--app-protocol") {
+        port["appProtocol"] = json!(app_protocol);
+    }
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -117,7 +122,7 @@ async fn setup(args: &[String]) -> anyhow::Result<()> {
     }
     let svc: Service = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service", "metadata": { "name": name },
-        "spec": { "ports": [{ "name": "http", "port": 80 }] }
+        "spec": { "ports": [port] }
     }))?;
     Api::<Service>::default_namespaced(client.clone())
         .patch(&name, &pp, &Patch::Apply(&svc))

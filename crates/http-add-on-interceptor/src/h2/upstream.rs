@@ -257,7 +257,10 @@ async fn write_body(
                     pending.extend_from_slice(&data);
                 }
                 if !body.is_end_stream() {
+                    // Flushed: a TLS stream may hold the record, and a streaming backend
+                    // waits for it.
                     writer.write_all(&pending).await.map_err(write_failed)?;
+                    writer.flush().await.map_err(write_failed)?;
                     pending.clear();
                 }
             }
