@@ -678,6 +678,33 @@ mod tests {
     }
 
     #[test]
+    fn app_protocols_say_what_goes_out_from_each_listener() {
+        let wire = |app: &str, via_tls: bool| {
+            BackendState {
+                protocol: AppProtocol::parse(app),
+                ..Default::default()
+            }
+            .wire(via_tls)
+        };
+        for (app, plain, tls) in [
+            ("", Wire::Http1, Wire::Https),
+            ("kubernetes.io/ws", Wire::Http1, Wire::Https),
+            ("http", Wire::Http1, Wire::Http1),
+            ("https", Wire::Https, Wire::Https),
+            ("kubernetes.io/h2c", Wire::H2c, Wire::H2c),
+            ("h2", Wire::H2, Wire::H2),
+        ] {
+            assert_eq!((wire(app, false), wire(app, true)), (plain, tls), "{app:?}");
+        }
+        let backend = Backend::new(BackendKey {
+            namespace: "shop".into(),
+            service: "cart".into(),
+            port: PortRef::Number(443),
+        });
+        assert_eq!(backend.server_name().to_str(), "cart.shop.svc");
+    }
+
+    #[test]
     fn resolves_named_ports_readiness_and_h2c() {
         let service: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "svc", "namespace": "ns"},

@@ -130,7 +130,17 @@ impl TlsBackend {
                     let alpn = session
                         .alpn_protocol()
                         .map(|p| String::from_utf8_lossy(p).into_owned());
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        // An upgrade is accepted and the upgraded connection echoes.
+                        let upgrade = req.headers().contains_key("upgrade").then(|| {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(upgraded) = on.await {
+                                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                        });
                         let body = json!({
                             "sni": name,
                             "alpn": alpn,
@@ -140,13 +150,23 @@ impl TlsBackend {
                             "forwarded_proto": req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()),
                         });
                         async move {
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from(body.to_string()),
-                            )))
+                            let mut response =
+                                Response::new(Full::new(Bytes::from(body.to_string())));
+                            if upgrade.is_some() {
+                                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                                response
+                                    .headers_mut()
+                                    .insert("connection", "upgrade".parse().unwrap());
+                                response
+                                    .headers_mut()
+                                    .insert("upgrade", "echo".parse().unwrap());
+                                *response.body_mut() = Full::new(Bytes::new());
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
                         .await;
                 });
             }
@@ -371,6 +391,36 @@ async fn app_protocol_https_goes_over_tls_from_the_plain_listener_over_both_prot
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/h2c");
     assert_eq!(reply.json()["version"], "HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_from_the_tls_listener_is_tunnelled_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("backend TLS test CA");
+    let backend = TlsBackend::any(ca.leaf(&service_host("upgrade"))).await;
+    let trust = BackendTlsConfig::new(false, vec![ca.dir("upgrade")]);
+    let w = World::with_config(config(trust, TlsPolicy::default())).await;
+    route(&w, "upgrade", "up.test", None, backend.addr).await;
+    wait_routed_tls(&w, "up.test").await;
+
+    let mut tls = tls_listener_conn(&w, rustls::ALL_VERSIONS).await.unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: up.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tls.read(&mut byte).await.unwrap(), 1, "the response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"ping over two TLS hops").await.unwrap();
+    let mut echoed = [0u8; 22];
+    tls.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping over two TLS hops");
 }
 
 /// A gRPC server (tonic's health service) over TLS with ALPN `h2`.
