@@ -23,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::informer::{Change, Informer};
-use super::queue::{Key, WorkQueue, key_of};
+use super::queue::{self, Key, Reconcile, key_of};
 use super::{Error, podutil, random};
 
 /// Label carrying the hash of the pod template a ReplicaSet and its pods were created from.
@@ -52,8 +52,8 @@ pub(crate) async fn run(
     deployments: Informer<Deployment>,
     sets: Informer<ReplicaSet>,
 ) -> Result<(), Error> {
-    let mut deployment_changes = deployments.subscribe();
-    let mut set_changes = sets.subscribe();
+    let deployment_changes = deployments.subscribe();
+    let set_changes = sets.subscribe();
     deployments.ready().await?;
     sets.ready().await?;
     let controller = Controller {
@@ -61,37 +61,14 @@ pub(crate) async fn run(
         deployments: deployments.store().clone(),
         sets: sets.store().clone(),
     };
-    let mut queue = WorkQueue::new(controller.all_keys());
-    loop {
-        for key in queue.take() {
-            if let Err(error) = controller.reconcile(&key).await {
-                queue.failed("Deployment", key, &error);
-            }
-        }
-        tokio::select! {
-            change = deployment_changes.next() => {
-                let change = change.ok_or_else(|| Error::InformerStopped("Deployment".into()))?;
-                controller.on_deployment_change(change, &mut queue.dirty).await;
-            }
-            change = set_changes.next() => {
-                let change = change.ok_or_else(|| Error::InformerStopped("ReplicaSet".into()))?;
-                controller.on_set_change(change, &mut queue.dirty);
-            }
-            () = queue.retries_due() => {}
-        }
-        // Coalesce bursts: fold every change already queued into this round.
-        while let Some(change) = deployment_changes.try_next() {
-            controller
-                .on_deployment_change(change, &mut queue.dirty)
-                .await;
-        }
-        while let Some(change) = set_changes.try_next() {
-            controller.on_set_change(change, &mut queue.dirty);
-        }
-    }
+    queue::drive(controller, deployment_changes, set_changes).await
 }
 
-impl Controller {
+impl Reconcile for Controller {
+    type Owner = Deployment;
+    type Owned = ReplicaSet;
+    const KINDS: [&'static str; 2] = ["Deployment", "ReplicaSet"];
+
     fn all_keys(&self) -> BTreeSet<Key> {
         self.deployments
             .state()
@@ -100,7 +77,7 @@ impl Controller {
             .collect()
     }
 
-    async fn on_deployment_change(&self, change: Change<Deployment>, dirty: &mut BTreeSet<Key>) {
+    async fn on_owner_change(&mut self, change: Change<Deployment>, dirty: &mut BTreeSet<Key>) {
         match change {
             Change::Applied(deploy) => {
                 dirty.insert(key_of(deploy.as_ref()));
@@ -110,7 +87,7 @@ impl Controller {
         }
     }
 
-    fn on_set_change(&self, change: Change<ReplicaSet>, dirty: &mut BTreeSet<Key>) {
+    fn on_owned_change(&mut self, change: Change<ReplicaSet>, dirty: &mut BTreeSet<Key>) {
         let set = match change {
             Change::Applied(set) | Change::Deleted(set) => set,
             Change::Resync => {
@@ -125,37 +102,7 @@ impl Controller {
         }
     }
 
-    /// Falls back on deleting a deleted Deployment's ReplicaSets ourselves, in case the API
-    /// server's garbage collector has not (deleting twice is harmless).
-    async fn delete_owned_sets(&self, deploy: &Deployment) {
-        let Some(uid) = deploy.uid() else { return };
-        let namespace = deploy.namespace().unwrap_or_default();
-        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &namespace);
-        for set in self.owned_sets(&namespace, &uid) {
-            match api.delete(&set.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => {
-                    tracing::debug!(replicaset = %set.name_any(), %error, "deleting an orphaned ReplicaSet failed");
-                }
-            }
-        }
-    }
-
-    /// The live ReplicaSets in `namespace` whose controller is the object with `uid`.
-    fn owned_sets(&self, namespace: &str, uid: &str) -> Vec<Arc<ReplicaSet>> {
-        self.sets
-            .state()
-            .into_iter()
-            .filter(|set| set.namespace().as_deref() == Some(namespace))
-            .filter(|set| set.metadata.deletion_timestamp.is_none())
-            .filter(|set| {
-                podutil::controller_of(set.as_ref()).is_some_and(|owner| owner.uid == uid)
-            })
-            .collect()
-    }
-
-    async fn reconcile(&self, key: &Key) -> Result<(), kube::Error> {
+    async fn reconcile(&mut self, key: &Key) -> Result<(), kube::Error> {
         let (namespace, name) = key;
         let Some(deploy) = self
             .deployments
@@ -269,20 +216,47 @@ impl Controller {
             available: all().map(|set| as_usize(available(set).unwrap_or(0))).sum(),
         };
         let status = desired_status(&deploy, &counts);
-        if !deploy
-            .status
-            .as_ref()
-            .is_some_and(|old| same_status(old, &status))
-        {
-            let api = Api::<Deployment>::namespaced(self.client.clone(), namespace);
-            api.patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
+        queue::write_status::<Deployment, _>(
+            &self.client,
+            namespace,
+            name,
+            deploy.status.as_ref(),
+            &status,
+            same_status,
+        )
+        .await
+    }
+}
+
+impl Controller {
+    /// Falls back on deleting a deleted Deployment's ReplicaSets ourselves, in case the API
+    /// server's garbage collector has not (deleting twice is harmless).
+    async fn delete_owned_sets(&self, deploy: &Deployment) {
+        let Some(uid) = deploy.uid() else { return };
+        let namespace = deploy.namespace().unwrap_or_default();
+        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &namespace);
+        for set in self.owned_sets(&namespace, &uid) {
+            match api.delete(&set.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => {
+                    tracing::debug!(replicaset = %set.name_any(), %error, "deleting an orphaned ReplicaSet failed");
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// The live ReplicaSets in `namespace` whose controller is the object with `uid`.
+    fn owned_sets(&self, namespace: &str, uid: &str) -> Vec<Arc<ReplicaSet>> {
+        self.sets
+            .state()
+            .into_iter()
+            .filter(|set| set.namespace().as_deref() == Some(namespace))
+            .filter(|set| set.metadata.deletion_timestamp.is_none())
+            .filter(|set| {
+                podutil::controller_of(set.as_ref()).is_some_and(|owner| owner.uid == uid)
+            })
+            .collect()
     }
 
     /// Creates the ReplicaSet of the Deployment's current template. `None` when its name is

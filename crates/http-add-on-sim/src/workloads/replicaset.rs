@@ -9,14 +9,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::informer::{Change, Informer};
-use super::queue::{Key, WorkQueue, key_of};
+use super::queue::{self, Key, Reconcile, key_of};
 use super::{Error, NODE_NAME, POD_FINALIZER, podutil, random};
 
 /// How long a create or delete we issued may stay unobserved before we stop waiting for it.
@@ -43,45 +42,24 @@ pub(crate) async fn run(
     replica_sets: Informer<ReplicaSet>,
     pods: Informer<Pod>,
 ) -> Result<(), Error> {
-    let mut set_changes = replica_sets.subscribe();
-    let mut pod_changes = pods.subscribe();
+    let set_changes = replica_sets.subscribe();
+    let pod_changes = pods.subscribe();
     replica_sets.ready().await?;
     pods.ready().await?;
-    let mut controller = Controller {
+    let controller = Controller {
         client,
         replica_sets: replica_sets.store().clone(),
         pods: pods.store().clone(),
         expectations: HashMap::new(),
     };
-    let mut queue = WorkQueue::new(controller.all_keys());
-    loop {
-        for key in queue.take() {
-            if let Err(error) = controller.reconcile(&key).await {
-                queue.failed("ReplicaSet", key, &error);
-            }
-        }
-        tokio::select! {
-            change = set_changes.next() => {
-                let change = change.ok_or_else(|| Error::InformerStopped("ReplicaSet".into()))?;
-                controller.on_set_change(change, &mut queue.dirty).await;
-            }
-            change = pod_changes.next() => {
-                let change = change.ok_or_else(|| Error::InformerStopped("Pod".into()))?;
-                controller.on_pod_change(change, &mut queue.dirty);
-            }
-            () = queue.retries_due() => {}
-        }
-        // Coalesce bursts: fold every change already queued into this round.
-        while let Some(change) = set_changes.try_next() {
-            controller.on_set_change(change, &mut queue.dirty).await;
-        }
-        while let Some(change) = pod_changes.try_next() {
-            controller.on_pod_change(change, &mut queue.dirty);
-        }
-    }
+    queue::drive(controller, set_changes, pod_changes).await
 }
 
-impl Controller {
+impl Reconcile for Controller {
+    type Owner = ReplicaSet;
+    type Owned = Pod;
+    const KINDS: [&'static str; 2] = ["ReplicaSet", "Pod"];
+
     fn all_keys(&self) -> BTreeSet<Key> {
         self.replica_sets
             .state()
@@ -90,7 +68,7 @@ impl Controller {
             .collect()
     }
 
-    async fn on_set_change(&mut self, change: Change<ReplicaSet>, dirty: &mut BTreeSet<Key>) {
+    async fn on_owner_change(&mut self, change: Change<ReplicaSet>, dirty: &mut BTreeSet<Key>) {
         match change {
             Change::Applied(set) => {
                 dirty.insert(key_of(set.as_ref()));
@@ -106,7 +84,7 @@ impl Controller {
         }
     }
 
-    fn on_pod_change(&mut self, change: Change<Pod>, dirty: &mut BTreeSet<Key>) {
+    fn on_owned_change(&mut self, change: Change<Pod>, dirty: &mut BTreeSet<Key>) {
         let (pod, gone) = match change {
             Change::Applied(pod) => (pod, false),
             Change::Deleted(pod) => (pod, true),
@@ -130,24 +108,6 @@ impl Controller {
             }
         }
         dirty.insert(key);
-    }
-
-    /// Falls back on deleting a deleted ReplicaSet's pods ourselves, in case the API server's
-    /// garbage collector has not (deleting twice is harmless).
-    async fn delete_owned_pods(&self, set: &ReplicaSet) {
-        let Some(uid) = set.uid() else { return };
-        let namespace = set.namespace().unwrap_or_default();
-        let api = Api::<Pod>::namespaced(self.client.clone(), &namespace);
-        for pod in self.pods.state() {
-            let owned = podutil::controller_of(pod.as_ref()).is_some_and(|owner| owner.uid == uid);
-            if owned
-                && !podutil::is_terminating(&pod)
-                && pod.namespace().as_deref() == Some(&namespace)
-                && let Err(error) = delete_pod(&api, &pod.name_any()).await
-            {
-                tracing::debug!(pod = %pod.name_any(), %error, "deleting an orphaned pod failed");
-            }
-        }
     }
 
     async fn reconcile(&mut self, key: &Key) -> Result<(), kube::Error> {
@@ -246,20 +206,35 @@ impl Controller {
             observed_generation: set.metadata.generation,
             ..ReplicaSetStatus::default()
         };
-        if !set
-            .status
-            .as_ref()
-            .is_some_and(|old| same_status(old, &status))
-        {
-            let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
-            api.patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
+        queue::write_status::<ReplicaSet, _>(
+            &self.client,
+            namespace,
+            name,
+            set.status.as_ref(),
+            &status,
+            same_status,
+        )
+        .await
+    }
+}
+
+impl Controller {
+    /// Falls back on deleting a deleted ReplicaSet's pods ourselves, in case the API server's
+    /// garbage collector has not (deleting twice is harmless).
+    async fn delete_owned_pods(&self, set: &ReplicaSet) {
+        let Some(uid) = set.uid() else { return };
+        let namespace = set.namespace().unwrap_or_default();
+        let api = Api::<Pod>::namespaced(self.client.clone(), &namespace);
+        for pod in self.pods.state() {
+            let owned = podutil::controller_of(pod.as_ref()).is_some_and(|owner| owner.uid == uid);
+            if owned
+                && !podutil::is_terminating(&pod)
+                && pod.namespace().as_deref() == Some(&namespace)
+                && let Err(error) = delete_pod(&api, &pod.name_any()).await
+            {
+                tracing::debug!(pod = %pod.name_any(), %error, "deleting an orphaned pod failed");
+            }
         }
-        Ok(())
     }
 }
 
