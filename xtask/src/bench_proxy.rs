@@ -7,6 +7,9 @@
 //!   open loop at a fixed rate, corrected for coordinated omission).
 //! - **h2c** (`h2c`, HTTP/2 cleartext with prior knowledge): h2load, `-c` connections with
 //!   `-m` streams each, closed loop.
+//! - Both sections also run the interceptor with tracing on and a 1% sampler (OTLP
+//!   http/protobuf to the bench backend as the collector: it answers the exporter's POSTs 200),
+//!   against the same interceptor without: the CPU per request of sampled-out requests.
 //! - **HTTPS/1.1** (`https`, TLS terminated at the proxy): wrk over https; the certificate is
 //!   made at bench time with the openssl CLI (a throw-away CA and a P-256 leaf for
 //!   `bench.test`).
@@ -89,13 +92,18 @@ impl Protocol {
             Protocol::Http1 => &[
                 Target::Direct,
                 Target::InterceptorOneThread,
+                Target::InterceptorTraced,
                 Target::InterceptorDefault,
                 Target::Nginx,
                 Target::Haproxy,
             ],
-            Protocol::H2c | Protocol::Https => {
-                &[Target::InterceptorOneThread, Target::Nginx, Target::Haproxy]
-            }
+            Protocol::H2c => &[
+                Target::InterceptorOneThread,
+                Target::InterceptorTraced,
+                Target::Nginx,
+                Target::Haproxy,
+            ],
+            Protocol::Https => &[Target::InterceptorOneThread, Target::Nginx, Target::Haproxy],
         }
     }
 }

@@ -97,7 +97,7 @@ enum Bench {
     /// time per request (user + system from /proc) beside requests/s; p50/p99/p99.9 at
     /// --rate (open loop); ratios interceptor/nginx and interceptor/haproxy per section and a
     /// summary. nginx, HAProxy, wrk, h2load and openssl are installed with apt-get when missing
-    /// (as root); rows whose tool cannot be had print "skipped: <reason>". Takes about 27 ×
+    /// (as root); rows whose tool cannot be had print "skipped: <reason>". Takes about 32 ×
     /// --seconds plus start-up, after a release build.
     Proxy {
         /// Seconds per measurement.

@@ -175,9 +175,14 @@ impl Interceptor {
         let check_addr = check.as_ref().map(|(addr, _)| *addr);
 
         let metrics = Arc::new(Metrics::new());
+        // The request policy samples (`Sampling::decide`) before it makes a span: the SDK
+        // records every span it is asked for.
         let telemetry = http_add_on_types::telemetry::Telemetry::start(
             metrics::SERVICE_NAME,
-            &config.otel,
+            &http_add_on_types::telemetry::OtelConfig {
+                sampling: http_add_on_types::telemetry::Sampling::AlwaysOn,
+                ..config.otel.clone()
+            },
             Some({
                 let metrics = metrics.clone();
                 Arc::new(move || metrics.encode())

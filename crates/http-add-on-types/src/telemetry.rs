@@ -104,6 +104,28 @@ pub enum Sampling {
     ParentOrRatio(f64),
 }
 
+impl Sampling {
+    /// Whether a span is sampled, decided as the SDK's sampler decides it: `parent` is the
+    /// caller's sampled flag (`None`: a root), `draw` the low 64 bits of the trace id (the
+    /// parent's, or a uniform random number for a root). Lets a caller drop a span before
+    /// asking the SDK for anything.
+    pub fn decide(self, parent: Option<bool>, draw: u64) -> bool {
+        // The SDK's `TraceIdRatioBased`: the trace id's low 63 bits below ratio × 2^63.
+        let ratio = |r: f64| r >= 1.0 || (draw >> 1) < (r.max(0.0) * (1u64 << 63) as f64) as u64;
+        match (self, parent) {
+            (Self::AlwaysOn, _) => true,
+            (Self::AlwaysOff, _) => false,
+            (Self::Ratio(r), _) => ratio(r),
+            (Self::ParentOrOn | Self::ParentOrOff | Self::ParentOrRatio(_), Some(sampled)) => {
+                sampled
+            }
+            (Self::ParentOrOn, None) => true,
+            (Self::ParentOrOff, None) => false,
+            (Self::ParentOrRatio(r), None) => ratio(r),
+        }
+    }
+}
+
 /// Where one signal is exported to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpTarget {
@@ -658,6 +680,22 @@ mod tests {
         assert_eq!(c.metrics.headers, [("c".into(), "3".into())]);
         assert_eq!(c.traces.timeout, Duration::from_millis(2500));
         assert_eq!(c.sampling, Sampling::ParentOrRatio(0.01));
+    }
+
+    #[test]
+    fn decisions_follow_the_parent_and_the_ratio() {
+        assert!(Sampling::ParentOrOff.decide(Some(true), 0));
+        assert!(!Sampling::ParentOrOn.decide(Some(false), 0));
+        assert!(Sampling::ParentOrOn.decide(None, u64::MAX));
+        assert!(!Sampling::AlwaysOff.decide(Some(true), 0));
+        assert!(Sampling::Ratio(0.01).decide(Some(false), 0));
+        assert!(!Sampling::Ratio(0.0).decide(None, 0));
+        let sampled = (0..10_000u64)
+            .filter(|i| {
+                Sampling::ParentOrRatio(0.25).decide(None, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            })
+            .count();
+        assert!((2000..3000).contains(&sampled), "{sampled}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn print_row(row: &Row) {
     let name = row.target.name();
     match &row.result {
         Ok(f) => println!(
-            "{:<24} {:>10} {:>10} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>8}",
+            "{:<36} {:>10} {:>10} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>8}",
             name,
             opt(f.cpu_us, 1),
             opt(f.tool_rps, 0),
@@ -103,7 +103,7 @@ fn print_row(row: &Row) {
             mb(f.idle_kb),
             mb(f.peak_kb),
         ),
-        Err(reason) => println!("{name:<24} {reason}"),
+        Err(reason) => println!("{name:<36} {reason}"),
     }
 }
 
@@ -125,7 +125,7 @@ fn print_section(bench: &Bench, section: &Section) {
         },
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "{:<36} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "target",
         "CPU us/req",
         format!("{tool_name} req/s"),
@@ -163,6 +163,23 @@ fn print_section(bench: &Bench, section: &Section) {
             "interceptor/direct: {} req/s; added p99 {:.3} ms",
             ratio_text(ratio(rps(i, use_tool), rps(d, use_tool))),
             i.fixed.p99 - d.fixed.p99
+        );
+    }
+    if let (Some(t), Some(i)) = (
+        figures(section, Target::InterceptorTraced),
+        figures(section, Target::InterceptorOneThread),
+    ) {
+        let cpu = ratio(t.cpu_us, i.cpu_us);
+        println!(
+            "interceptor tracing on (sampler 1%)/off: CPU per request {} (goal <= 1.05x: {}), \
+             req/s {}",
+            ratio_text(cpu),
+            match cpu {
+                Some(r) if r <= 1.05 => "met",
+                Some(_) => "missed",
+                None => "-",
+            },
+            ratio_text(ratio(rps(t, use_tool), rps(i, use_tool)))
         );
     }
     for (other, label) in [(Target::Nginx, "nginx"), (Target::Haproxy, "haproxy")] {

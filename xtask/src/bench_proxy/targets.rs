@@ -20,6 +20,11 @@ pub(super) enum Target {
     InterceptorOneThread,
     /// The interceptor with its default worker threads, not pinned.
     InterceptorDefault,
+    /// [`Target::InterceptorOneThread`] exporting traces over OTLP http/protobuf with a 1%
+    /// sampler. The collector is the bench backend (it answers every POST 200, like a
+    /// collector taking the batch): the batching, encoding and sending are the interceptor's
+    /// and counted in its CPU; receiving them costs the backend's core, as a collector would.
+    InterceptorTraced,
     Nginx,
     Haproxy,
 }
@@ -30,6 +35,7 @@ impl Target {
             Target::Direct => "direct",
             Target::InterceptorOneThread => "interceptor (1 thread)",
             Target::InterceptorDefault => "interceptor (default)",
+            Target::InterceptorTraced => "interceptor, tracing on, sampler 1%",
             Target::Nginx => "nginx (1 worker)",
             Target::Haproxy => "haproxy (1 thread)",
         }
@@ -181,6 +187,7 @@ pub(super) fn available(bench: &Bench, target: Target, protocol: Protocol) -> Re
         (Target::Direct | Target::InterceptorDefault, Protocol::H2c | Protocol::Https) => {
             Err("HTTP/1.1 only".into())
         }
+        (Target::InterceptorTraced, Protocol::Https) => Err("HTTP/1.1 and h2c only".into()),
         (Target::Nginx, _) => {
             let (_, build) = bench.nginx.as_ref().map_err(String::clone)?;
             match protocol {
@@ -209,7 +216,7 @@ pub(super) fn start(bench: &Bench, target: Target, protocol: Protocol) -> anyhow
             addr: bench.backend,
             proc: None,
         },
-        Target::InterceptorOneThread | Target::InterceptorDefault => {
+        Target::InterceptorOneThread | Target::InterceptorDefault | Target::InterceptorTraced => {
             interceptor(bench, target, protocol)?
         }
         Target::Nginx => nginx(bench, protocol)?,
@@ -262,7 +269,10 @@ pub(crate) fn interceptor_command(
 }
 
 fn interceptor(bench: &Bench, target: Target, protocol: Protocol) -> anyhow::Result<Running> {
-    let one_thread = target == Target::InterceptorOneThread;
+    let one_thread = matches!(
+        target,
+        Target::InterceptorOneThread | Target::InterceptorTraced
+    );
     let proxy = free_port()?;
     let mut cmd = interceptor_command(
         &bench.release,
@@ -273,6 +283,16 @@ fn interceptor(bench: &Bench, target: Target, protocol: Protocol) -> anyhow::Res
     )?;
     if one_thread {
         cmd.env("TOKIO_WORKER_THREADS", "1");
+    }
+    if target == Target::InterceptorTraced {
+        cmd.env("OTEL_EXPORTER_OTLP_TRACES_ENABLED", "true")
+            .env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+            .env(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                format!("http://{}/v1/traces", bench.backend),
+            )
+            .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+            .env("OTEL_TRACES_SAMPLER_ARG", "0.01");
     }
     // Plain HTTP/1.1 and h2c (prior knowledge) share the proxy port.
     let mut addr = localhost(proxy);

@@ -131,7 +131,15 @@ impl Policy {
         header: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<Arc<ServerSpan>> {
         let tracer = self.tracer.as_ref()?;
-        ServerSpan::start(tracer, entry, method, host, path, header)
+        ServerSpan::start(
+            tracer,
+            self.config.otel.sampling,
+            entry,
+            method,
+            host,
+            path,
+            header,
+        )
     }
 
     /// Whether shutdown has begun (HTTP/1.1 responses then close their connection, so

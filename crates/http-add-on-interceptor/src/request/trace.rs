@@ -17,6 +17,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
+use http_add_on_types::telemetry::Sampling;
+
 use crate::routes::RouteEntry;
 
 /// The W3C trace headers, which a traced request's own replace.
@@ -75,6 +77,36 @@ impl ColdStartOutcome {
     }
 }
 
+/// The low 64 bits of the trace id and the sampled flag of a W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`); `None` when it is not one.
+fn parse_traceparent(value: &str) -> Option<(u64, bool)> {
+    let b = value.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' || &b[..2] == b"ff" {
+        return None;
+    }
+    let low = u64::from_str_radix(value.get(19..35)?, 16).ok()?;
+    let flags = u8::from_str_radix(value.get(53..55)?, 16).ok()?;
+    Some((low, flags & 1 == 1))
+}
+
+/// A uniform random number (splitmix64 per thread, seeded from the standard library's
+/// random hasher keys): sampling roots needs no cryptographic randomness.
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::BuildHasher as _;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(std::hash::RandomState::new().hash_one(0u64));
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
 /// One sampled request's server span.
 pub(crate) struct ServerSpan {
     span: Mutex<Span>,
@@ -119,12 +151,20 @@ impl ServerSpan {
     /// `traceparent`/`tracestate` as `header` returns them); `None` when the sampler drops it.
     pub(crate) fn start<'a>(
         tracer: &SdkTracer,
+        sampling: Sampling,
         entry: &RouteEntry,
         method: &'static str,
         host: &str,
         path: &str,
         header: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<Arc<Self>> {
+        // Decided here, before the SDK is asked for anything (whose sampler is then always
+        // on): a dropped request costs a header lookup and a random number.
+        let client = header("traceparent").and_then(parse_traceparent);
+        let draw = client.map_or_else(random_u64, |(low, _)| low);
+        if !sampling.decide(client.map(|(_, sampled)| sampled), draw) {
+            return None;
+        }
         let parent =
             TraceContextPropagator::new().extract(&Headers(header, std::marker::PhantomData));
         let mut span = tracer.build_with_context(
