@@ -476,10 +476,22 @@ async fn given_up(proto: Proto) -> Transcript {
     request.abort();
     assert!(request.await.is_err(), "{proto:?}: the client gave up");
     bed.w.wait_concurrency("default/app", 0).await;
+    // The next request is held too and released by readiness: sent after the endpoint turned
+    // ready instead, it would be held or not depending on when the interceptor saw it, and
+    // the two protocols' transcripts (its cold-start header) would differ by chance.
+    let next = bed.spawn_held("gone.test", "/next", "default/app").await;
     bed.w.set_slice("svc", "svc-0", "http", a.addr, true).await;
-    let next = bed.get("gone.test", "/next").await;
+    let next = tokio::time::timeout(TIMEOUT, next)
+        .await
+        .expect("woken by the ready endpoint")
+        .unwrap();
     assert_eq!(next.status, StatusCode::OK, "{proto:?}: {}", next.text());
     assert_eq!(next.json()["path"], "/next", "{proto:?}");
+    assert_eq!(
+        next.header("x-keda-http-cold-start"),
+        Some("true"),
+        "{proto:?}"
+    );
     t.saw("next", &next);
     assert_eq!(
         a.hits(),
