@@ -5,216 +5,19 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{TIMEOUT, TestBackend, World, eventually, hso};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_add_on_interceptor::Config;
+use http_add_on_testkit::otlp::{OtlpReceiver, SpanKind};
 use http_add_on_types::telemetry::{OtelConfig, OtlpProtocol, Sampling, TracesProtocol};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message as _;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokio::net::TcpListener;
-
-/// What the receiver got.
-#[derive(Clone, Default)]
-struct Received {
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
-}
-
-impl Received {
-    /// Every span received, with its resource's `service.name`.
-    fn spans(&self) -> Vec<(String, Span)> {
-        let mut out = Vec::new();
-        for request in self.traces.lock().unwrap().iter() {
-            for rs in &request.resource_spans {
-                let service = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|r| string_attr(&r.attributes, "service.name"))
-                    .unwrap_or_default();
-                for ss in &rs.scope_spans {
-                    for span in &ss.spans {
-                        out.push((service.clone(), span.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The names of every metric received, with their resource's `service.name`.
-    fn metric_names(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for request in self.metrics.lock().unwrap().iter() {
-            for rm in &request.resource_metrics {
-                let service = rm
-                    .resource
-                    .as_ref()
-                    .and_then(|r| string_attr(&r.attributes, "service.name"))
-                    .unwrap_or_default();
-                for sm in &rm.scope_metrics {
-                    for m in &sm.metrics {
-                        out.push((service.clone(), m.name.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-/// An OTLP receiver: the collector's gRPC services on one port, `/v1/traces` and
-/// `/v1/metrics` (protobuf bodies) on another.
-struct Receiver {
-    received: Received,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        let received = Received::default();
-        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = grpc_listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(received.clone()))
-            .add_service(MetricsServiceServer::new(received.clone()));
-        let grpc_task = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            let _ = server.serve_with_incoming(incoming).await;
-        });
-        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = http_listener.local_addr().unwrap();
-        let state = received.clone();
-        let http_task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = http_listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer_http(&state, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self {
-            received,
-            grpc,
-            http,
-            tasks: vec![grpc_task, http_task],
-        }
-    }
-}
-
-async fn answer_http(state: &Received, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let path = req.uri().path().to_owned();
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let status = if content_type != "application/x-protobuf" {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    } else {
-        match path.as_str() {
-            "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
-                Ok(r) => {
-                    state.traces.lock().unwrap().push(r);
-                    StatusCode::OK
-                }
-                Err(_) => StatusCode::BAD_REQUEST,
-            },
-            "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
-                Ok(r) => {
-                    state.metrics.lock().unwrap().push(r);
-                    StatusCode::OK
-                }
-                Err(_) => StatusCode::BAD_REQUEST,
-            },
-            _ => StatusCode::NOT_FOUND,
-        }
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/x-protobuf")
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
-
-fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.clone()),
-            any_value::Value::BoolValue(b) => Some(b.to_string()),
-            any_value::Value::IntValue(i) => Some(i.to_string()),
-            _ => None,
-        }
-    })
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -240,7 +43,7 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// A cold request with the client's `traceparent`: the server span continues the client's
 /// trace, the cold-start span is its child with outcome `ready`, and the backend is told the
 /// server span as its parent.
-async fn cold_request_is_traced(config: Config, receiver: &Receiver, h2c: bool) {
+async fn cold_request_is_traced(config: Config, receiver: &OtlpReceiver, h2c: bool) {
     let w = World::with_config(config).await;
     let a = TestBackend::start("a").await;
     w.expose("svc", "http", &[]).await;
@@ -275,42 +78,38 @@ async fn cold_request_is_traced(config: Config, receiver: &Receiver, h2c: bool) 
     w.wait_concurrency("default/app", 0).await;
     // Shutting down flushes the batch of spans.
     w.interceptor.shutdown().await;
-    let spans = eventually("the spans at the receiver", || async {
-        let spans = receiver.received.spans();
-        (spans.len() >= 2).then_some(spans)
-    })
-    .await;
-    let (service, server) = spans
+    let spans = receiver.wait_for_spans(2).await;
+    let server = spans
         .iter()
-        .find(|(_, s)| s.kind == SpanKind::Server as i32)
+        .find(|s| s.span.kind == SpanKind::Server as i32)
         .expect("a server span");
-    assert_eq!(service, "keda-http-interceptor");
-    assert_eq!(server.name, "GET");
+    assert_eq!(server.service, "keda-http-interceptor");
+    assert_eq!(server.span.name, "GET");
     assert_eq!(
-        hex(&server.trace_id),
+        hex(&server.span.trace_id),
         CLIENT_TRACE,
         "continues the client's trace"
     );
-    assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
-    assert_eq!(server.trace_state, "vendor=opaque");
-    let attr = |key| string_attr(&server.attributes, key);
+    assert_eq!(hex(&server.span.parent_span_id), CLIENT_SPAN);
+    assert_eq!(server.span.trace_state, "vendor=opaque");
+    let attr = |key| server.attr(key);
     assert_eq!(attr("keda.route.name").as_deref(), Some("app"));
     assert_eq!(attr("keda.route.namespace").as_deref(), Some("default"));
     assert_eq!(attr("http.request.method").as_deref(), Some("GET"));
     assert_eq!(attr("http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attr("keda.cold_start").as_deref(), Some("true"));
     assert_eq!(attr("server.endpoint"), Some(a.addr.to_string()));
-    let (_, cold) = spans
+    let cold = spans
         .iter()
-        .find(|(_, s)| s.name == "cold start")
+        .find(|s| s.span.name == "cold start")
         .expect("a cold-start span");
-    assert_eq!(cold.trace_id, server.trace_id);
+    assert_eq!(cold.span.trace_id, server.span.trace_id);
     assert_eq!(
-        cold.parent_span_id, server.span_id,
+        cold.span.parent_span_id, server.span.span_id,
         "a child of the server span"
     );
     assert_eq!(
-        string_attr(&cold.attributes, "keda.cold_start.outcome").as_deref(),
+        cold.attr("keda.cold_start.outcome").as_deref(),
         Some("ready")
     );
     // The backend is told the server span as its parent, in the same trace.
@@ -318,32 +117,32 @@ async fn cold_request_is_traced(config: Config, receiver: &Receiver, h2c: bool) 
     let traceparent = headers["traceparent"].as_str().expect("a traceparent");
     assert_eq!(
         traceparent,
-        format!("00-{CLIENT_TRACE}-{}-01", hex(&server.span_id)),
+        format!("00-{CLIENT_TRACE}-{}-01", hex(&server.span.span_id)),
     );
     assert_eq!(headers["tracestate"], "vendor=opaque");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_request_is_traced_over_otlp_grpc() {
-    let receiver = Receiver::start().await;
-    let config = traced(TracesProtocol::Grpc, format!("http://{}", receiver.grpc));
+    let receiver = OtlpReceiver::start().await;
+    let config = traced(TracesProtocol::Grpc, receiver.grpc_endpoint());
     cold_request_is_traced(config, &receiver, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_h2c_request_is_traced_over_otlp_http() {
-    let receiver = Receiver::start().await;
+    let receiver = OtlpReceiver::start().await;
     let config = traced(
         TracesProtocol::HttpProtobuf,
-        format!("http://{}/v1/traces", receiver.http),
+        receiver.http_traces_endpoint(),
     );
     cold_request_is_traced(config, &receiver, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sampler_at_zero_sends_nothing_and_forwards_the_clients_trace() {
-    let receiver = Receiver::start().await;
-    let mut config = traced(TracesProtocol::Grpc, format!("http://{}", receiver.grpc));
+    let receiver = OtlpReceiver::start().await;
+    let mut config = traced(TracesProtocol::Grpc, receiver.grpc_endpoint());
     config.otel.sampling = Sampling::Ratio(0.0);
     let w = World::with_config(config).await;
     let a = TestBackend::start("a").await;
@@ -368,21 +167,21 @@ async fn a_sampler_at_zero_sends_nothing_and_forwards_the_clients_trace() {
         );
     }
     w.interceptor.shutdown().await;
-    assert_eq!(receiver.received.spans().len(), 0);
-    assert!(receiver.received.traces.lock().unwrap().is_empty());
+    assert_eq!(receiver.spans().len(), 0);
+    assert_eq!(receiver.trace_exports(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_metrics_arrive_when_enabled() {
     for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
-        let receiver = Receiver::start().await;
+        let receiver = OtlpReceiver::start().await;
         let mut config = Config::for_tests();
         config.otel.metrics_enabled = true;
         config.otel.metrics_protocol = protocol;
         config.otel.metrics_interval = Duration::from_millis(50);
         config.otel.metrics.endpoint = match protocol {
-            OtlpProtocol::Grpc => format!("http://{}", receiver.grpc),
-            OtlpProtocol::HttpProtobuf => format!("http://{}/v1/metrics", receiver.http),
+            OtlpProtocol::Grpc => receiver.grpc_endpoint(),
+            OtlpProtocol::HttpProtobuf => receiver.http_metrics_endpoint(),
         };
         let w = World::with_config(config).await;
         let a = TestBackend::start("a").await;
@@ -391,14 +190,15 @@ async fn otlp_metrics_arrive_when_enabled() {
             .await;
         w.wait_routed("warm.test", "/").await;
         assert_eq!(w.get("warm.test", "/").await.status, StatusCode::OK);
-        let names = eventually("the request count pushed", || async {
-            let names = receiver.received.metric_names();
-            names
-                .iter()
-                .any(|(_, n)| n == "interceptor_request_count")
-                .then_some(names)
-        })
-        .await;
+        let names = receiver
+            .wait_for("the request count pushed", |r| {
+                let names = r.metric_names();
+                names
+                    .iter()
+                    .any(|(_, n)| n == "interceptor_request_count")
+                    .then_some(names)
+            })
+            .await;
         assert!(
             names
                 .iter()
@@ -414,7 +214,7 @@ async fn otlp_metrics_arrive_when_enabled() {
                 "{protocol:?}: {name} in {names:?}"
             );
         }
-        assert!(receiver.received.traces.lock().unwrap().is_empty());
+        assert_eq!(receiver.trace_exports(), 0);
     }
 }
 
@@ -502,8 +302,8 @@ async fn console_prints_spans_on_stdout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_cancels_a_held_request_is_counted_cancelled() {
     for h2c in [false, true] {
-        let receiver = Receiver::start().await;
-        let config = traced(TracesProtocol::Grpc, format!("http://{}", receiver.grpc));
+        let receiver = OtlpReceiver::start().await;
+        let config = traced(TracesProtocol::Grpc, receiver.grpc_endpoint());
         let w = World::with_config(config).await;
         w.expose("svc", "http", &[]).await;
         w.apply_hso(hso("app", &["cold.test"], &[], "svc", json!(80)))
@@ -538,26 +338,22 @@ async fn a_client_that_cancels_a_held_request_is_counted_cancelled() {
         );
         assert!(!text.contains(r#"code="502""#), "h2c {h2c}: {text}");
         w.interceptor.shutdown().await;
-        let spans = eventually("the spans at the receiver", || async {
-            let spans = receiver.received.spans();
-            (spans.len() >= 2).then_some(spans)
-        })
-        .await;
-        let (_, cold) = spans
+        let spans = receiver.wait_for_spans(2).await;
+        let cold = spans
             .iter()
-            .find(|(_, s)| s.name == "cold start")
+            .find(|s| s.span.name == "cold start")
             .expect("a cold-start span");
         assert_eq!(
-            string_attr(&cold.attributes, "keda.cold_start.outcome").as_deref(),
+            cold.attr("keda.cold_start.outcome").as_deref(),
             Some("cancelled"),
             "h2c {h2c}"
         );
-        let (_, server) = spans
+        let server = spans
             .iter()
-            .find(|(_, s)| s.kind == SpanKind::Server as i32)
+            .find(|s| s.span.kind == SpanKind::Server as i32)
             .expect("a server span");
         assert_eq!(
-            string_attr(&server.attributes, "http.response.status_code").as_deref(),
+            server.attr("http.response.status_code").as_deref(),
             Some("499"),
             "h2c {h2c}"
         );
